@@ -1,0 +1,205 @@
+"""Fine-tuning and evaluation tasks (GLUE, SQuAD) and the pieces `run_glue.py` and `run_squad.py` share.
+
+Shared here: `ModelArguments` (model, tokenizer and LoRA flags), input checks that run before anything touches the
+output folder, model/tokenizer loading that turns load failures into one-line `UserError`s, `build_trainer` (the
+seam where task-specific distillation plugs in), and the train / save / metrics steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, Trainer
+
+from ..errors import UserError
+from .lora import merge_lora, wrap_with_lora
+
+logger = logging.getLogger("homodistil_hf")
+
+
+@dataclass
+class ModelArguments:
+    """Which model and tokenizer to fine-tune, and whether to train LoRA adapters instead of all weights."""
+
+    model_name_or_path: str = field(
+        metadata={
+            "help": "Model to fine-tune: a local folder or a Hub id. A backbone with no task head (e.g. a "
+            "BertModel) gets a freshly initialized head."
+        }
+    )
+    config_name: str | None = field(default=None, metadata={"help": "Config name or path, if not the model's."})
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer name or path, if not the model's."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where to cache models and datasets from the Hub."})
+    model_revision: str = field(default="main", metadata={"help": "Model version: a branch, tag or commit id."})
+    ignore_mismatched_sizes: bool = field(
+        default=False,
+        metadata={
+            "help": "Re-initialize a checkpoint's head whose shape does not fit the task (e.g. 3 labels instead of 2)."
+        },
+    )
+    use_lora: bool = field(
+        default=False,
+        metadata={
+            "help": "Train LoRA adapters (PEFT) plus the task head instead of all weights. The saved model is "
+            "merged: a plain checkpoint that needs no peft."
+        },
+    )
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scaling alpha (the update is scaled by alpha/r)."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA input."})
+    lora_target_modules: str | None = field(
+        default=None,
+        metadata={
+            "help": "Comma-separated names of the linear layers to adapt. Default: the attention query and "
+            "value projections (query,value for BERT-like models)."
+        },
+    )
+
+    def __post_init__(self):
+        if self.lora_r < 1:
+            raise UserError(f"--lora_r must be a positive integer (got {self.lora_r})")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise UserError(f"--lora_dropout must be in [0, 1) (got {self.lora_dropout})")
+
+
+def require_actions(training_args) -> None:
+    """Fail early when none of --do_train / --do_eval / --do_predict is given."""
+    if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
+        raise UserError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
+
+
+def require_file(path: str | os.PathLike, flag: str) -> Path:
+    """`path` as a Path, or a `UserError` naming `flag` when it is not an existing file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{flag} {path} does not exist: pass an existing file")
+    return path
+
+
+def check_output_dir(training_args, overwrite: bool) -> None:
+    """Refuse to train into a folder that already holds a model or checkpoints, unless told to overwrite it."""
+    out = Path(training_args.output_dir)
+    if not training_args.do_train or overwrite or training_args.resume_from_checkpoint or not out.is_dir():
+        return
+    previous = [p.name for p in out.iterdir() if p.name.startswith("checkpoint-") or p.name in ("config.json",)]
+    if previous:
+        raise UserError(
+            f"--output_dir {out} already holds a trained model ({', '.join(sorted(previous)[:3])}): pass "
+            "--overwrite_output_dir to train over it, --resume_from_checkpoint to continue, or choose another folder"
+        )
+
+
+def load_tokenizer(model_args: ModelArguments):
+    """The model's tokenizer (or --tokenizer_name's); load failures become a `UserError`."""
+    name = model_args.tokenizer_name or model_args.model_name_or_path
+    flag = "--tokenizer_name" if model_args.tokenizer_name else "--model_name_or_path"
+    try:
+        return AutoTokenizer.from_pretrained(name, cache_dir=model_args.cache_dir, revision=model_args.model_revision)
+    except (OSError, ValueError) as err:
+        raise UserError(f"{flag} {name}: no tokenizer could be loaded ({_first_line(err)})") from None
+
+
+def load_config(model_args: ModelArguments, **kwargs):
+    """The model config (or --config_name's) with task overrides such as `num_labels`."""
+    name = model_args.config_name or model_args.model_name_or_path
+    flag = "--config_name" if model_args.config_name else "--model_name_or_path"
+    try:
+        return AutoConfig.from_pretrained(
+            name, cache_dir=model_args.cache_dir, revision=model_args.model_revision, **kwargs
+        )
+    except (OSError, ValueError) as err:
+        raise UserError(f"{flag} {name}: no model config could be loaded ({_first_line(err)})") from None
+
+
+def load_model(auto_class, model_args: ModelArguments, config) -> PreTrainedModel:
+    """`auto_class.from_pretrained` of the model with `config`; a missing head is freshly initialized."""
+    try:
+        return auto_class.from_pretrained(
+            model_args.model_name_or_path,
+            config=config,
+            cache_dir=model_args.cache_dir,
+            revision=model_args.model_revision,
+            ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+        )
+    except (OSError, ValueError) as err:
+        raise UserError(
+            f"--model_name_or_path {model_args.model_name_or_path}: the model could not be loaded "
+            f"({_first_line(err)}); a head of another shape needs --ignore_mismatched_sizes"
+        ) from None
+
+
+def maybe_wrap_lora(model: PreTrainedModel, model_args: ModelArguments, training_args, task_type: str):
+    """Wrap the model with LoRA when --use_lora and training; evaluation alone uses the model as is."""
+    if not model_args.use_lora:
+        return model
+    if not training_args.do_train:
+        logger.info("--use_lora without --do_train: evaluating the model as it is")
+        return model
+    model = wrap_with_lora(
+        model,
+        task_type,
+        r=model_args.lora_r,
+        alpha=model_args.lora_alpha,
+        dropout=model_args.lora_dropout,
+        target_modules=model_args.lora_target_modules,
+    )
+    trainable, total = model.get_nb_trainable_parameters()
+    logger.info("LoRA: %d of %d parameters trainable (%.2f%%)", trainable, total, 100 * trainable / total)
+    return model
+
+
+def build_trainer(model, training_args, **kwargs) -> Trainer:
+    """The trainer of a fine-tuning run: a plain `Trainer`, or `HomoDistilTrainer` when a teacher is given.
+
+    `kwargs` are the usual Trainer arguments (train_dataset, eval_dataset, data_collator, processing_class,
+    compute_metrics). With `--teacher_name_or_path` set this is task-specific distillation: the fine-tuned teacher
+    supervises `model` while it is pruned to the targets of the `HomoDistilConfig`.
+    """
+    if training_args.teacher_name_or_path is None:
+        return Trainer(model=model, args=training_args, **kwargs)
+    try:
+        from ..trainer import HomoDistilTrainer
+    except ModuleNotFoundError as err:
+        if err.name != f"{__package__.rsplit('.', 1)[0]}.trainer":
+            raise
+        raise UserError(
+            "task-specific distillation is not available yet: drop --teacher_name_or_path to fine-tune without a "
+            "teacher"
+        ) from None
+    return HomoDistilTrainer(model=model, teacher=training_args.teacher_name_or_path, args=training_args, **kwargs)
+
+
+def train(trainer: Trainer, training_args, num_examples: int) -> dict[str, Any]:
+    """Train, merge LoRA adapters if any, save the model, the tokenizer, the train metrics and the trainer state."""
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    # Evaluate and save the merged model: the saved checkpoint is then exactly what was evaluated.
+    merged = merge_lora(trainer.model)
+    if merged is not trainer.model:
+        trainer.model = trainer.model_wrapped = merged
+    trainer.save_model()
+    metrics = dict(result.metrics, train_samples=num_examples)
+    save_metrics(trainer, "train", metrics)
+    trainer.save_state()
+    return metrics
+
+
+def save_metrics(trainer: Trainer, split: str, metrics: dict[str, Any]) -> None:
+    """Log `metrics` and write them to `<split>_results.json` and `all_results.json` (main process only)."""
+    trainer.log_metrics(split, metrics)
+    trainer.save_metrics(split, metrics)
+
+
+def limit(dataset, max_samples: int | None):
+    """The first `max_samples` rows of `dataset` (all of them when None)."""
+    if max_samples is None or max_samples >= len(dataset):
+        return dataset
+    return dataset.select(range(max_samples))
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
