@@ -29,6 +29,7 @@ from ..config import HomoDistilConfig
 from ..errors import UserError
 from ..metrics import glue_compute
 from ..tasks import (
+    DataArgumentsBase,
     ModelArguments,
     build_trainer,
     check_output_dir,
@@ -61,7 +62,7 @@ __all__ = ["DataTrainingArguments", "build_trainer", "main"]
 
 
 @dataclass
-class DataTrainingArguments:
+class DataTrainingArguments(DataArgumentsBase):
     """Which data to train and evaluate on, and how to turn it into model inputs."""
 
     task_name: str | None = field(
@@ -83,26 +84,8 @@ class DataTrainingArguments:
     max_seq_length: int = field(
         default=128, metadata={"help": "Maximum tokens per example after tokenization; longer inputs are truncated."}
     )
-    pad_to_max_length: bool = field(
-        default=False,
-        metadata={
-            "help": "Pad every example to --max_seq_length. By default batches are padded dynamically to their "
-            "longest example, which is faster on CPU."
-        },
-    )
-    max_train_samples: int | None = field(
-        default=None, metadata={"help": "Use only the first N training examples (quick runs, debugging)."}
-    )
-    max_eval_samples: int | None = field(
-        default=None, metadata={"help": "Use only the first N examples of each dev set."}
-    )
     max_predict_samples: int | None = field(
         default=None, metadata={"help": "Use only the first N examples of each test set."}
-    )
-    overwrite_cache: bool = field(default=False, metadata={"help": "Re-tokenize instead of using cached datasets."})
-    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
-    overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Train even if --output_dir already holds a trained model (overwriting it)."}
     )
 
     def __post_init__(self):
@@ -118,10 +101,7 @@ class DataTrainingArguments:
             raise UserError("--data_dir and --train_file/--validation_file/--test_file exclude each other: pick one")
         if self.data_dir and not self.task_name:
             raise UserError("--data_dir needs --task_name to know the TSV layout")
-        for name in ("max_seq_length", "max_train_samples", "max_eval_samples", "max_predict_samples"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise UserError(f"--{name} must be a positive integer (got {value})")
+        self.check_positive("max_seq_length", "max_train_samples", "max_eval_samples", "max_predict_samples")
 
 
 def load_data(data_args: DataTrainingArguments, training_args, cache_dir: str | None) -> GlueData:
@@ -246,8 +226,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             tokenizer,
             data_args.max_seq_length,
             data_args.pad_to_max_length,
-            num_proc=data_args.preprocessing_num_workers,
-            load_from_cache_file=not data_args.overwrite_cache,
+            **data_args.map_kwargs(),
         )
     collator = (
         None

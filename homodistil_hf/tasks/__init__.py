@@ -66,6 +66,41 @@ class ModelArguments:
             raise UserError(f"--lora_dropout must be in [0, 1) (got {self.lora_dropout})")
 
 
+@dataclass
+class DataArgumentsBase:
+    """Data flags shared by the GLUE and SQuAD scripts."""
+
+    pad_to_max_length: bool = field(
+        default=False,
+        metadata={
+            "help": "Pad every example to --max_seq_length. By default batches are padded dynamically to their "
+            "longest example, which is faster on CPU."
+        },
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N training examples (quick runs, debugging)."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N examples of each evaluation set."}
+    )
+    overwrite_cache: bool = field(default=False, metadata={"help": "Re-tokenize instead of using cached datasets."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Train even if --output_dir already holds a trained model (overwriting it)."}
+    )
+
+    def check_positive(self, *names: str) -> None:
+        """`UserError` unless each named int flag is unset or >= 1."""
+        for name in names:
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UserError(f"--{name} must be a positive integer (got {value})")
+
+    def map_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of `Dataset.map` for tokenization."""
+        return {"num_proc": self.preprocessing_num_workers, "load_from_cache_file": not self.overwrite_cache}
+
+
 def require_actions(training_args) -> None:
     """Fail early when none of --do_train / --do_eval / --do_predict is given."""
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
