@@ -322,7 +322,7 @@ def _text_columns(ds: Dataset, flag_path) -> list[str]:
         return ["sentence1"] + (["sentence2"] if "sentence2" in cols else [])
     if "sentence" in cols:
         return ["sentence"]
-    text = [c for c in cols if ds.features[c].dtype == "string"]
+    text = [c for c in cols if getattr(ds.features[c], "dtype", None) in ("string", "large_string")]
     if not text:
         raise UserError(f"{flag_path[0]} {flag_path[1]} has no text column: name them sentence1/sentence2")
     return text[:2]
