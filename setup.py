@@ -41,9 +41,9 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "homodistil-distill=homodistil_hf.cli.run_distill:main",
-            "homodistil-glue=homodistil_hf.cli.run_glue:main",
-            "homodistil-squad=homodistil_hf.cli.run_squad:main",
+            "homodistil-distill=homodistil_hf.cli.run_distill:cli",
+            "homodistil-glue=homodistil_hf.cli.run_glue:cli",
+            "homodistil-squad=homodistil_hf.cli.run_squad:cli",
         ]
     },
 )

@@ -152,6 +152,12 @@ class HomoDistilConfig(TrainingArguments):
         default=None, metadata={"help": "Seed of the 'random' importance (defaults to --seed)."}
     )
 
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Allow a run to write into an --output_dir that already holds a model or checkpoints. "
+                  "Without it such a run is refused before anything is written."},
+    )
+
     # --- defaults of TrainingArguments that the paper's recipe changes ---------------------------------------------
     adam_epsilon: float = field(default=1e-6, metadata={"help": "Adam epsilon (1e-6 in the paper's recipe)."})
 

@@ -53,6 +53,7 @@ from ..tasks.squad import (
     postprocess_predictions,
     prepare_eval_features,
     prepare_train_features,
+    question_room,
     require_offsets,
     split_articles,
 )
@@ -99,8 +100,11 @@ class DataTrainingArguments(DataArgumentsBase):
         self.check_positive(
             "max_seq_length", "max_train_samples", "max_eval_samples", "n_best_size", "max_answer_length"
         )
-        if self.doc_stride < 0 or self.doc_stride >= self.max_seq_length:
-            raise UserError(f"--doc_stride must be in [0, --max_seq_length) (got {self.doc_stride})")
+        if self.doc_stride < 0 or question_room(self.max_seq_length, self.doc_stride) < 1:
+            raise UserError(
+                f"--doc_stride must be >= 0 and leave room for the question: below --max_seq_length - 4 = "
+                f"{self.max_seq_length - 4} (got {self.doc_stride}); the usual choice is a third of --max_seq_length"
+            )
         if self.split_articles is not None:
             files = {f for f in (self.train_file, self.validation_file) if f}
             if len(files) != 1:

@@ -101,10 +101,26 @@ def require_offsets(tokenizer) -> None:
         raise UserError("the tokenizer gives no character offsets: use a fast (tokenizers-backed) tokenizer")
 
 
+def question_room(max_seq_length: int, doc_stride: int) -> int:
+    """Most question tokens a window can hold so that its context part stays longer than the stride."""
+    return max_seq_length - doc_stride - 4  # [CLS] q [SEP] c [SEP], and context tokens > stride
+
+
+def _truncate_questions(questions: list[str], tokenizer, max_tokens: int) -> list[str]:
+    # The tokenizer aborts when a long question leaves the context no more room than the stride; cut such questions
+    # (rare: SQuAD questions are short) at a token boundary, like the original BERT's max_query_length.
+    enc = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
+    out = []
+    for question, offsets in zip(questions, enc["offset_mapping"]):
+        out.append(question[: offsets[max_tokens - 1][1]] if len(offsets) > max_tokens else question)
+    return out
+
+
 def _tokenize_windows(examples, tokenizer, max_seq_length: int, doc_stride: int, pad_to_max_length: bool):
     pad_on_right = tokenizer.padding_side == "right"
     # Leading spaces in questions waste room and break some tokenizers' truncation.
     questions = [q.lstrip() for q in examples["question"]]
+    questions = _truncate_questions(questions, tokenizer, question_room(max_seq_length, doc_stride))
     return tokenizer(
         questions if pad_on_right else examples["context"],
         examples["context"] if pad_on_right else questions,

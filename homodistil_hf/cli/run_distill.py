@@ -1,0 +1,199 @@
+"""Task-agnostic HomoDistil: distil (and prune) a student from a pre-trained teacher on raw text.
+
+    python run_distill.py --teacher_name_or_path bert-base-uncased --dataset_name wikitext \
+        --dataset_config_name wikitext-103-raw-v1 --output_dir out --target_params 17.3M --max_steps 28000 ...
+    python run_distill.py config.json
+
+Flags are `ModelArguments`, `DataArguments` and `HomoDistilConfig` (every `TrainingArguments` flag too). The end of
+the run writes the compact student (stock config, safetensors), its tokenizer and a model card to `--output_dir`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import transformers
+from transformers import AutoTokenizer, DataCollatorForLanguageModeling, default_data_collator, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..config import HomoDistilConfig
+from ..data import load_raw, pack_blocks
+from ..errors import UserError
+from ..loading import load_config, load_teacher, make_student
+from ..shapes import resolve_target
+from ..trainer import HomoDistilTrainer
+from .common import parse_args, run_cli, setup_logging
+from .validate import check_output_dir, check_seq_length, check_tokenizer
+
+logger = logging.getLogger("homodistil_hf.run_distill")
+
+
+@dataclass
+class ModelArguments:
+    """How the student is made (the teacher is `--teacher_name_or_path`)."""
+
+    student_init: str = field(
+        default="teacher",
+        metadata={"help": "'teacher': an exact copy of the teacher, pruned during training (HomoDistil); "
+                  "'truncate': the teacher cut to the targets up front (first channels/heads/neurons), then "
+                  "distilled; 'random': a random model of the target shape, distilled (standard KD).",
+                  "choices": ["teacher", "truncate", "random"]},
+    )
+    student_num_hidden_layers: int | None = field(
+        default=None, metadata={"help": "Depth of a --student_init random student (default: the teacher's)."}
+    )
+    student_head: str = field(
+        default="same",
+        metadata={"help": "'same': the student has the teacher's head; 'mlm': give the student an MLM head (new, "
+                  "tied to its embeddings) even if the teacher has none, so the MLM term applies.",
+                  "choices": ["same", "mlm"]},
+    )
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "Tokenizer (default: the teacher's)."}
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads are cached."})
+
+
+@dataclass
+class DataArguments:
+    """The distillation corpus."""
+
+    dataset_name: str | None = field(default=None, metadata={"help": "A Hub dataset, e.g. 'wikitext'."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Its configuration, if any."})
+    train_file: str | None = field(default=None, metadata={"help": "A local .txt (one text a line), .json(l) or "
+                                                                   ".csv file."})
+    validation_file: str | None = field(default=None, metadata={"help": "Held-out text in the same format."})
+    validation_split_percentage: int = field(
+        default=0, metadata={"help": "Percent of the training texts held out for evaluation when there is no "
+                             "validation file."}
+    )
+    text_column_name: str | None = field(default=None, metadata={"help": "Text column (default 'text' or the "
+                                                                          "first)."})
+    max_seq_length: int = field(default=128, metadata={"help": "Tokens per packed block (128 in the paper)."})
+    mlm_probability: float = field(default=0.15, metadata={"help": "Fraction of tokens masked for the MLM term."})
+    streaming: bool = field(default=False, metadata={"help": "Stream the Hub dataset instead of downloading it "
+                                                             "(needs --max_steps)."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenisation."})
+    overwrite_cache: bool = field(default=False, metadata={"help": "Re-tokenise even if a cached result exists."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only this many training blocks."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many evaluation blocks."})
+
+    def __post_init__(self):
+        if not 0.0 <= self.mlm_probability < 1.0:
+            raise UserError(f"--mlm_probability must be in [0, 1) (got {self.mlm_probability})")
+        if self.max_seq_length < 8:
+            raise UserError(f"--max_seq_length must be at least 8 (got {self.max_seq_length})")
+        if not 0 <= self.validation_split_percentage < 100:
+            raise UserError(f"--validation_split_percentage must be in 0..99 (got {self.validation_split_percentage})")
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Run a distillation; returns the final train (and eval) metrics."""
+    model_args, data_args, args = parse_args((ModelArguments, DataArguments, HomoDistilConfig), argv)
+    setup_logging()
+    transformers.utils.logging.set_verbosity(args.get_process_log_level())
+
+    # --- validate everything cheap before touching the output folder or loading weights --------------------------
+    if args.teacher_name_or_path is None:
+        raise UserError("--teacher_name_or_path is required: a Hub id or a local model folder")
+    if data_args.streaming and args.max_steps <= 0:
+        raise UserError("--streaming needs --max_steps (a streamed corpus has no length)")
+    teacher_config = load_config(args.teacher_name_or_path)
+    target = resolve_target(teacher_config, args)
+    if model_args.student_init != "teacher" and target is None:
+        raise UserError(f"--student_init {model_args.student_init} needs a student shape: set the --target_* flags")
+    check_seq_length(teacher_config, data_args.max_seq_length)
+    resume = args.resume_from_checkpoint
+    check_output_dir(args.output_dir, resuming=bool(resume), overwrite=getattr(args, "overwrite_output_dir", False))
+    if resume in ("True", "true", True):
+        resume = get_last_checkpoint(args.output_dir)
+        if resume is None:
+            raise UserError(f"--resume_from_checkpoint: no checkpoint-* folder in {args.output_dir}")
+    elif resume and not Path(resume).is_dir():
+        raise UserError(f"--resume_from_checkpoint {resume} is not a folder")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or args.teacher_name_or_path,
+                                                  cache_dir=model_args.cache_dir)
+    except (OSError, ValueError) as err:
+        raise UserError(f"tokenizer of {model_args.tokenizer_name or args.teacher_name_or_path} could not be loaded "
+                        f"({type(err).__name__}); pass --tokenizer_name") from None
+    check_tokenizer(tokenizer, teacher_config)
+    raw = load_raw(data_args.dataset_name, data_args.dataset_config_name, data_args.train_file,
+                   data_args.validation_file, data_args.streaming, data_args.validation_split_percentage,
+                   model_args.cache_dir)
+
+    set_seed(args.seed)
+    teacher = load_teacher(args.teacher_name_or_path, cache_dir=model_args.cache_dir)
+    student, student_state = make_student(teacher, model_args.student_init, target,
+                                          model_args.student_num_hidden_layers, seed=args.seed)
+    if model_args.student_head == "mlm":
+        student = _with_mlm_head(student)
+
+    with args.main_process_first(desc="tokenising the corpus"):
+        blocks = pack_blocks(raw, tokenizer, data_args.max_seq_length, data_args.text_column_name,
+                             data_args.preprocessing_num_workers, data_args.overwrite_cache)
+    train = blocks["train"]
+    if data_args.max_train_samples is not None:
+        train = train.take(data_args.max_train_samples) if data_args.streaming else train.select(
+            range(min(data_args.max_train_samples, len(train))))
+    if not data_args.streaming and len(train) == 0:
+        raise UserError(f"the corpus gives no full {data_args.max_seq_length}-token block: use more text or a "
+                        "smaller --max_seq_length")
+    evaluation = blocks.get("validation")
+    if evaluation is not None and data_args.max_eval_samples is not None and not data_args.streaming:
+        evaluation = evaluation.select(range(min(data_args.max_eval_samples, len(evaluation))))
+
+    # Mask tokens only when some model predicts them: masking would otherwise just corrupt the inputs.
+    has_mlm = any(_has_mlm_head(m) for m in (teacher, student))
+    collator = (DataCollatorForLanguageModeling(tokenizer, mlm_probability=data_args.mlm_probability)
+                if has_mlm and data_args.mlm_probability > 0 else default_data_collator)
+    if not has_mlm:
+        logger.info("neither teacher nor student has an MLM head: inputs are not masked")
+
+    trainer = HomoDistilTrainer(model=student, teacher=teacher, args=args, student_state=student_state,
+                                train_dataset=train, eval_dataset=evaluation if args.do_eval else None,
+                                data_collator=collator, processing_class=tokenizer)
+    result = trainer.train(resume_from_checkpoint=resume or None)
+    trainer.save_model()  # the compact, stock student (or the plain student when nothing is pruned)
+    metrics = dict(result.metrics)
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    if args.do_eval and evaluation is not None:
+        eval_metrics = trainer.evaluate()
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
+    trainer.save_state()
+    if args.push_to_hub:
+        trainer.push_to_hub()
+    if trainer.is_world_process_zero():
+        logger.info("saved the student to %s", os.path.abspath(args.output_dir))
+    return metrics
+
+
+def _has_mlm_head(model) -> bool:
+    return model.get_output_embeddings() is not None if hasattr(model, "get_output_embeddings") else False
+
+
+def _with_mlm_head(student):
+    """The student's backbone under a new MLM head (tied decoder), when it has none."""
+    if _has_mlm_head(student):
+        return student
+    from transformers import AutoModelForMaskedLM
+
+    mlm = AutoModelForMaskedLM.from_config(student.config)
+    mlm.base_model.load_state_dict(student.state_dict(), strict=False)
+    mlm.tie_weights()
+    return mlm.train()
+
+
+def cli() -> None:
+    run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

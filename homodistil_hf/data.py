@@ -1,0 +1,143 @@
+"""Corpora for task-agnostic distillation: load raw text (Hub dataset or local files), tokenise with the teacher's
+tokenizer, and pack into fixed-length blocks (like the transformers `run_mlm.py` example, cached by `datasets`).
+
+Also `builtin_corpus`: real English prose available on any machine with Python (the standard library's
+docstrings), so the offline quickstart needs no download.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+import sys
+import warnings
+from itertools import chain
+from pathlib import Path
+
+from datasets import DatasetDict, IterableDataset, load_dataset
+
+from .errors import UserError
+
+TEXT_SUFFIXES = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv"}
+
+
+def _builder_for(path: str, flag: str) -> str:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{flag} {path} does not exist: pass an existing text, JSON(L) or CSV file")
+    if p.stat().st_size == 0:
+        raise UserError(f"{flag} {path} is empty: pass a file with text in it")
+    if p.suffix.lower() not in TEXT_SUFFIXES:
+        raise UserError(f"{flag} {path}: unknown extension {p.suffix!r}; use one of "
+                        f"{', '.join(sorted(TEXT_SUFFIXES))}")
+    return TEXT_SUFFIXES[p.suffix.lower()]
+
+
+def load_raw(dataset_name: str | None = None, dataset_config_name: str | None = None, train_file: str | None = None,
+             validation_file: str | None = None, streaming: bool = False, validation_split_percentage: int = 0,
+             cache_dir: str | None = None) -> DatasetDict | dict[str, IterableDataset]:
+    """Raw text splits ('train', optionally 'validation') from the Hub or local files."""
+    if (dataset_name is None) == (train_file is None):
+        raise UserError("give the corpus as exactly one of --dataset_name (a Hub dataset) or --train_file (a local "
+                        "text/JSON/CSV file)")
+    if dataset_name is not None:
+        try:
+            raw = load_dataset(dataset_name, dataset_config_name, streaming=streaming, cache_dir=cache_dir)
+        except Exception as err:  # datasets raises many types (offline, unknown name, bad config)
+            raise UserError(f"--dataset_name {dataset_name}: could not load it ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0][:200]}); check the name/config or use --train_file") from None
+    else:
+        builder = _builder_for(train_file, "--train_file")
+        files = {"train": train_file}
+        if validation_file is not None:
+            if _builder_for(validation_file, "--validation_file") != builder:
+                raise UserError("--validation_file must have the same format as --train_file")
+            files["validation"] = validation_file
+        kwargs = {"keep_linebreaks": True} if builder == "text" else {}
+        raw = load_dataset(builder, data_files=files, streaming=streaming, cache_dir=cache_dir, **kwargs)
+    if "validation" not in raw and validation_split_percentage > 0 and not streaming:
+        split = raw["train"].train_test_split(test_size=validation_split_percentage / 100, seed=0)
+        raw = DatasetDict(train=split["train"], validation=split["test"])
+    return raw
+
+
+def text_column(dataset, name: str | None = None) -> str:
+    """The text column: `name`, else 'text', else the first column."""
+    columns = list(dataset.column_names or []) if dataset.column_names is not None else ["text"]
+    if name is not None:
+        if name not in columns:
+            raise UserError(f"--text_column_name {name!r} is not a column of the corpus (columns: "
+                            f"{', '.join(columns)})")
+        return name
+    return "text" if "text" in columns else columns[0]
+
+
+def pack_blocks(raw, tokenizer, max_seq_length: int, text_column_name: str | None = None, num_proc: int | None = None,
+                overwrite_cache: bool = False):
+    """Tokenise every line and pack the token stream into blocks of `max_seq_length` (the tail is dropped)."""
+    split = next(iter(raw.values()))
+    column = text_column(split, text_column_name)
+    remove = list(split.column_names) if split.column_names is not None else None
+
+    def tokenize(batch):
+        texts = [t for t in batch[column] if t and not t.isspace()]
+        return tokenizer(texts, return_special_tokens_mask=True)
+
+    def group(batch):
+        joined = {k: list(chain.from_iterable(batch[k])) for k in batch}
+        total = (len(joined["input_ids"]) // max_seq_length) * max_seq_length
+        return {k: [v[i:i + max_seq_length] for i in range(0, total, max_seq_length)] for k, v in joined.items()}
+
+    is_iterable = isinstance(split, IterableDataset)
+    map_kwargs = {} if is_iterable else {"num_proc": num_proc, "load_from_cache_file": not overwrite_cache}
+    out = {}
+    for name, ds in raw.items():
+        tokenized = ds.map(tokenize, batched=True, remove_columns=remove, **map_kwargs,
+                           **({} if is_iterable else {"desc": f"Tokenising {name}"}))
+        out[name] = tokenized.map(group, batched=True, **map_kwargs,
+                                  **({} if is_iterable else {"desc": f"Packing {name} into {max_seq_length}-token "
+                                                                     "blocks"}))
+    return out
+
+
+def builtin_corpus(path: str | Path, max_lines: int = 20000) -> Path:
+    """Write English prose from the Python standard library's docstrings, one paragraph a line.
+
+    Real text that every machine with Python has, so the offline quickstart needs no download.
+    """
+    seen, lines = set(), []
+    names = sorted(m.name for m in pkgutil.iter_modules() if m.name in sys.stdlib_module_names
+                   and not m.name.startswith("_") and m.name not in {"antigravity", "this", "idlelib", "tkinter",
+                                                                      "turtle", "turtledemo"})
+    for name in names:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deprecated modules and attributes warn on access
+            try:
+                module = importlib.import_module(name)
+            except Exception:  # some stdlib modules need optional system libraries
+                continue
+            docs = [getattr(obj, "__doc__", None) for obj in
+                    [module] + [getattr(module, a, None) for a in dir(module) if not a.startswith("_")]]
+        for doc in docs:
+            if not isinstance(doc, str) or id(doc) in seen:
+                continue
+            seen.add(id(doc))
+            for para in re.split(r"\n\s*\n", doc):
+                text = " ".join(para.split())
+                # Keep prose: sentences with mostly letters, not code, tables or signatures.
+                letters = sum(c.isalpha() or c == " " for c in text)
+                if len(text) > 60 and letters > 0.85 * len(text) and text[0].isupper() and text not in seen:
+                    seen.add(text)
+                    lines.append(text)
+        if len(lines) >= max_lines:
+            break
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines[:max_lines]) + "\n")
+    return path
+
+
+if __name__ == "__main__":  # python -m homodistil_hf.data OUT.txt
+    out = builtin_corpus(sys.argv[1] if len(sys.argv) > 1 else "corpus.txt")
+    print(f"wrote {sum(1 for _ in open(out))} lines to {out}")

@@ -1,0 +1,236 @@
+"""Importance metrics: callables that return one score per structure of a `Group`.
+
+- `sensitivity` (the paper's, PLATON style): per weight, I = |w * grad|, smoothed I_bar = b1 I_bar + (1 - b1) I and
+  an uncertainty U_bar = b2 U_bar + (1 - b2) |I - I_bar|; the weight's score is I_bar * U_bar, summed over each
+  structure. Needs a gradient every step of the pruning window (`step()`).
+- `magnitude`: |w| summed over each structure.
+- `activation`: mean |activation| of each structure over the tokens seen since the last pruning step.
+- `random`: uniform random scores (seeded), the ablation's floor.
+
+All metrics share one interface: `step()` each optimizer step inside the window, `scores(groups)` at a pruning
+step, `on_slice` to follow physical surgery, and `state_dict` / `load_state_dict` (tensors only) for checkpoints.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .groups import Group, prunable_parameters
+
+
+class Importance:
+    """Base class. Subclasses implement `__call__(group)` or `element_scores()`."""
+
+    name = "base"
+
+    def attach(self, model: nn.Module, groups: list[Group]) -> None:
+        """Bind to the model's current structure groups (called again after each physical pruning step)."""
+        self.model = model
+        self.groups = groups
+
+    def step(self) -> None:
+        """Called after every backward pass of the pruning window, when gradients are complete."""
+
+    def __call__(self, group: Group) -> torch.Tensor:
+        """One score per structure of `group` (higher = more important)."""
+        return self.scores([group])[group.name]
+
+    def scores(self, groups: list[Group]) -> dict[str, torch.Tensor]:
+        """Scores of every group at once (shares the per-weight work across groups)."""
+        elements = self.element_scores()
+        return {g.name: g.reduce(g.row_scores(elements)) for g in groups}
+
+    def element_scores(self) -> dict[nn.Parameter, torch.Tensor]:
+        raise NotImplementedError
+
+    def on_pruned(self) -> None:
+        """Called after each pruning step."""
+
+    def on_slice(self, param: nn.Parameter, dim: int, index: torch.Tensor, old_shape: torch.Size) -> None:
+        """Follow a physical slice of `param`."""
+
+    def state_dict(self, names: dict[nn.Parameter, str]) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], params: dict[str, nn.Parameter]) -> None:
+        """Restore from `state_dict` output, given the model's parameters by name."""
+
+    def close(self) -> None:
+        """Release buffers and hooks (pruning is over)."""
+
+
+class MagnitudeImportance(Importance):
+    name = "magnitude"
+
+    @torch.no_grad()
+    def element_scores(self):
+        return {p: p.detach().abs().float() for p in prunable_parameters(self.groups)}
+
+
+class SensitivityImportance(Importance):
+    """PLATON-style smoothed sensitivity times uncertainty (Zhang et al., 2022), per weight."""
+
+    name = "sensitivity"
+
+    def __init__(self, beta1: float = 0.85, beta2: float = 0.95):
+        self.beta1, self.beta2 = beta1, beta2
+        self.ema: dict[nn.Parameter, torch.Tensor] = {}
+        self.unc: dict[nn.Parameter, torch.Tensor] = {}
+
+    def attach(self, model, groups):
+        super().attach(model, groups)
+        self.params = prunable_parameters(groups)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        params = [p for p in self.params if p.grad is not None]
+        if not params:
+            return
+        for p in params:
+            if p not in self.ema:
+                self.ema[p] = torch.zeros_like(p, dtype=torch.float32)
+                self.unc[p] = torch.zeros_like(p, dtype=torch.float32)
+        ema = [self.ema[p] for p in params]
+        unc = [self.unc[p] for p in params]
+        # Fused multi-tensor ops: this runs every step of the window, on every prunable weight.
+        sens = torch._foreach_mul([p.detach().float() for p in params], [p.grad.float() for p in params])
+        torch._foreach_abs_(sens)
+        torch._foreach_mul_(ema, self.beta1)
+        torch._foreach_add_(ema, sens, alpha=1 - self.beta1)
+        torch._foreach_sub_(sens, ema)
+        torch._foreach_abs_(sens)
+        torch._foreach_mul_(unc, self.beta2)
+        torch._foreach_add_(unc, sens, alpha=1 - self.beta2)
+
+    def element_scores(self):
+        return {p: self.ema[p] * self.unc[p] for p in self.params if p in self.ema}
+
+    def on_slice(self, param, dim, index, old_shape):
+        for buf in (self.ema, self.unc):
+            if param in buf and buf[param].shape == old_shape:
+                buf[param] = buf[param].index_select(dim, index.to(buf[param].device)).contiguous()
+
+    def state_dict(self, names):
+        out = {}
+        for p in self.ema:
+            if p in names:
+                out[f"{names[p]}::ema"] = self.ema[p]
+                out[f"{names[p]}::unc"] = self.unc[p]
+        return out
+
+    def load_state_dict(self, tensors, params):
+        for key, value in tensors.items():
+            name, kind = key.rsplit("::", 1)
+            if name in params:
+                p = params[name]
+                (self.ema if kind == "ema" else self.unc)[p] = value.to(p.device)
+
+    def close(self):
+        self.ema.clear()
+        self.unc.clear()
+
+
+class RandomImportance(Importance):
+    """Random scores from a seeded generator (the same on every rank)."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0):
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def scores(self, groups):
+        return {g.name: g.reduce(torch.rand(g.view, generator=self.generator).reshape(-1)) for g in groups}
+
+    def state_dict(self, names):
+        return {"generator_state": self.generator.get_state()}
+
+    def load_state_dict(self, tensors, params):
+        if "generator_state" in tensors:
+            self.generator.set_state(tensors["generator_state"])
+
+
+class ActivationImportance(Importance):
+    """Mean |activation| per structure over the training tokens seen since the last pruning step."""
+
+    name = "activation"
+
+    def __init__(self):
+        self.sums: dict[tuple[int, str], torch.Tensor] = {}
+        self.counts: dict[tuple[int, str], int] = {}
+        self.handles = []
+        self.active = True
+
+    def attach(self, model, groups):
+        super().attach(model, groups)
+        if self.handles:  # modules persist through surgery: hooks stay, only accumulators reset
+            return
+        sites = {}
+        for g in groups:
+            for module, which in g.sites:
+                sites[(id(module), which)] = (module, which)
+        for key, (module, which) in sites.items():
+            if which == "input":
+                self.handles.append(module.register_forward_pre_hook(self._pre_hook(key)))
+            else:
+                self.handles.append(module.register_forward_hook(self._post_hook(key)))
+
+    def _record(self, key, x: torch.Tensor) -> None:
+        if not (self.active and torch.is_grad_enabled()):
+            return  # only training forwards (eval and teacher passes run under no_grad)
+        x = x.detach().abs().float()
+        total = x.reshape(-1, x.shape[-1]).sum(0)
+        if key in self.sums and self.sums[key].shape == total.shape:
+            self.sums[key] += total
+            self.counts[key] += x.numel() // x.shape[-1]
+        else:
+            self.sums[key], self.counts[key] = total, x.numel() // x.shape[-1]
+
+    def _pre_hook(self, key):
+        def hook(module, args):
+            self._record(key, args[0])
+
+        return hook
+
+    def _post_hook(self, key):
+        def hook(module, args, output):
+            self._record(key, output)
+
+        return hook
+
+    def scores(self, groups):
+        out = {}
+        for g in groups:
+            rows = None
+            for module, which in g.sites:
+                key = (id(module), which)
+                if key in self.sums:
+                    mean = self.sums[key] / max(self.counts[key], 1)
+                    rows = mean if rows is None else rows + mean
+            if rows is None:
+                rows = torch.zeros(g.view).reshape(-1)
+            out[g.name] = g.reduce(rows)
+        return out
+
+    def on_pruned(self):
+        self.sums.clear()
+        self.counts.clear()
+
+    def close(self):
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+        self.on_pruned()
+
+
+def build_importance(name: str, beta1: float = 0.85, beta2: float = 0.95, seed: int = 0) -> Importance:
+    """The importance metric of `--importance`."""
+    if name == "sensitivity":
+        return SensitivityImportance(beta1, beta2)
+    if name == "magnitude":
+        return MagnitudeImportance()
+    if name == "activation":
+        return ActivationImportance()
+    if name == "random":
+        return RandomImportance(seed)
+    raise ValueError(f"unknown importance {name!r}")

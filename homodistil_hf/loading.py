@@ -1,0 +1,122 @@
+"""Loading teachers and building students.
+
+A teacher loads with the Auto class its checkpoint was saved with (an MLM checkpoint keeps its MLM head, a
+sentence-transformers `BertModel` has none). Students start as:
+- `teacher`: an exact copy of the teacher (HomoDistil's homotopic start);
+- `truncate`: the teacher cut to the target widths by keeping the first channels, heads, head dims and neurons
+  (the paper's "truncated teacher" baseline start);
+- `random`: a freshly initialised model of the target shape (and depth).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    PreTrainedModel,
+)
+
+from .arch import SUPPORTED_MODEL_TYPES, get_adapter
+from .errors import UserError
+from .shapes import Shape, config_for_shape
+from .state import LayerKeep, PruningState, selection_between
+from .surgery import finalize_attention_scale, prune_model
+
+_HEADS = {
+    "ForMaskedLM": AutoModelForMaskedLM,
+    "ForPreTraining": AutoModelForMaskedLM,  # keep the MLM head; the NSP / discriminator head is not distilled
+    "ForSequenceClassification": AutoModelForSequenceClassification,
+    "ForQuestionAnswering": AutoModelForQuestionAnswering,
+    "ForTokenClassification": AutoModelForTokenClassification,
+}
+
+
+def auto_class_for(config):
+    """The Auto class matching the checkpoint's saved architecture (`AutoModel` when it has no known head)."""
+    for arch in getattr(config, "architectures", None) or []:
+        for suffix, cls in _HEADS.items():
+            if arch.endswith(suffix):
+                return cls
+    return AutoModel
+
+
+def load_config(name_or_path: str, flag: str = "--teacher_name_or_path"):
+    """Load a config with a one-line error for a missing or unreadable path / Hub id."""
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as err:
+        if os.path.isdir(name_or_path) or os.path.sep in name_or_path or name_or_path.startswith("."):
+            raise UserError(f"{flag} {name_or_path}: no loadable config.json there ({type(err).__name__}); point it "
+                            "to a folder written by save_pretrained") from None
+        raise UserError(f"{flag} {name_or_path}: not found locally and not loadable from the Hub (offline or "
+                        "unknown id); pass a local folder or check the model id") from None
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise UserError(f"{flag} {name_or_path} is a {config.model_type!r} model; supported model types: "
+                        f"{', '.join(SUPPORTED_MODEL_TYPES)}")
+    return config
+
+
+def load_teacher(name_or_path: str, auto_class=None, dtype: torch.dtype | None = None, **kwargs) -> PreTrainedModel:
+    """Load a teacher by Hub id or local folder, with the head its checkpoint was saved with."""
+    config = load_config(name_or_path)
+    get_adapter(config)  # refuses decoders early
+    auto_class = auto_class or auto_class_for(config)
+    try:
+        model = auto_class.from_pretrained(name_or_path, dtype=dtype, **kwargs)
+    except (OSError, ValueError) as err:
+        raise UserError(f"--teacher_name_or_path {name_or_path}: weights could not be loaded ({err}); the folder "
+                        "needs model.safetensors (or pytorch_model.bin) next to config.json") from None
+    return model.eval()
+
+
+def truncate_state(initial: Shape, target: Shape, num_layers: int) -> PruningState:
+    """The first channels, heads, head dims and neurons of each structure."""
+    return PruningState(
+        hidden=torch.arange(target.hidden),
+        layers=[LayerKeep(torch.arange(target.heads), torch.arange(target.head_dim).repeat(target.heads, 1),
+                          torch.arange(target.head_dim).repeat(target.heads, 1), torch.arange(target.intermediate))
+                for _ in range(num_layers)],
+    )
+
+
+def make_student(teacher: PreTrainedModel, init: str = "teacher", target: Shape | None = None,
+                 num_layers: int | None = None, seed: int = 42) -> tuple[PreTrainedModel, PruningState | None]:
+    """Build a student from a teacher; returns it and, when it is a cut of the teacher, which teacher structures
+    it holds (so the losses can pair student and teacher channels and heads)."""
+    initial = Shape.of_config(teacher.config)
+    teacher_layers = len(get_adapter(teacher).layers(teacher))
+    if init == "teacher":
+        if num_layers not in (None, teacher_layers):
+            raise UserError("--student_num_hidden_layers needs --student_init random: HomoDistil keeps the "
+                            "teacher's depth and prunes widths")
+        student = copy.deepcopy(teacher)
+        return student.train(), None
+    if target is None:
+        raise UserError(f"--student_init {init} needs a student shape: set --target_hidden_size / "
+                        "--target_num_attention_heads / --target_intermediate_size or --target_params")
+    if init == "truncate":
+        if num_layers not in (None, teacher_layers):
+            raise UserError("--student_num_hidden_layers needs --student_init random (truncate keeps all layers)")
+        student = copy.deepcopy(teacher)
+        state = truncate_state(initial, target, teacher_layers)
+        with torch.no_grad():
+            prune_model(student, selection_between(PruningState.full(initial, teacher_layers), state))
+        finalize_attention_scale(student)  # a finished stock model: it is not pruned further
+        return student.train(), state
+    if init == "random":
+        config = config_for_shape(teacher.config, target)
+        if num_layers is not None:
+            config.num_hidden_layers = num_layers
+        torch.manual_seed(seed)
+        student = type(teacher)(config)
+        student.to(dtype=next(teacher.parameters()).dtype)
+        return student.train(), None
+    raise UserError(f"--student_init {init!r} is not one of teacher, truncate, random")

@@ -1,0 +1,118 @@
+"""Distillation losses as pure functions of tensors (no Trainer, no model), and the student-to-teacher layer map.
+
+Every loss takes an optional `mask` over positions (1 = real token) and a `reduction`: 'mean' averages over the
+masked-in positions, 'sum' adds them up so that a caller can divide by a count taken over a larger batch (the
+trainer does this to make gradient accumulation exactly equal to one big batch).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .errors import UserError
+
+
+def _reduce(per_position: torch.Tensor, mask: torch.Tensor | None, reduction: str) -> torch.Tensor:
+    """Sum or average a per-position loss over positions where `mask` is 1."""
+    if mask is not None:
+        mask = mask.to(per_position.dtype)
+        total = (per_position * mask).sum()
+        count = mask.sum()
+    else:
+        total = per_position.sum()
+        count = torch.tensor(per_position.numel(), dtype=per_position.dtype, device=per_position.device)
+    if reduction == "sum":
+        return total
+    if reduction == "mean":
+        return total / count.clamp(min=1)
+    raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+
+
+def kd_logits_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0,
+                   mask: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+    """T^2 * KL(softmax(teacher / T) || softmax(student / T)), per position (classes on the last dim).
+
+    The T^2 factor keeps gradient magnitudes comparable across temperatures (Hinton et al., 2015).
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    s = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    per_position = F.kl_div(s, t, log_target=True, reduction="none").sum(-1) * temperature**2
+    return _reduce(per_position, mask, reduction)
+
+
+def kd_regression_loss(student_preds: torch.Tensor, teacher_preds: torch.Tensor, mask: torch.Tensor | None = None,
+                       reduction: str = "mean") -> torch.Tensor:
+    """Squared error between student and teacher predictions (regression heads, e.g. STS-B)."""
+    per_position = (student_preds.float() - teacher_preds.float()).pow(2).sum(-1)
+    return _reduce(per_position, mask, reduction)
+
+
+def hidden_state_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str = "mse",
+                      mask: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+    """Hidden-state loss per token: 'mse' (mean over channels of the squared error) or 'cosine' (1 - cosine
+    similarity). `student` and `teacher` are [..., channels] with the same channels (select or project first)."""
+    if student.shape != teacher.shape:
+        raise ValueError(f"hidden states differ in shape: student {tuple(student.shape)}, teacher "
+                         f"{tuple(teacher.shape)}")
+    s, t = student.float(), teacher.float()
+    if kind == "mse":
+        per_position = (s - t).pow(2).mean(-1)
+    elif kind == "cosine":
+        per_position = 1.0 - F.cosine_similarity(s, t, dim=-1, eps=1e-8)
+    else:
+        raise ValueError(f"unknown hidden loss {kind!r}")
+    return _reduce(per_position, mask, reduction)
+
+
+def attention_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str = "kl", mask: torch.Tensor | None = None,
+                   reduction: str = "mean") -> torch.Tensor:
+    """Attention-probability loss, averaged over heads, per query position.
+
+    `student`, `teacher`: [batch, heads, queries, keys] attention probabilities. 'kl' is KL(teacher || student)
+    over keys (MiniLM); 'mse' the mean squared error over keys. `mask` [batch, queries] selects real query tokens;
+    padded keys carry zero teacher probability, so they add nothing. When head counts differ (a student of another
+    origin), both sides are averaged over heads first.
+    """
+    s, t = student.float(), teacher.float()
+    if s.shape[1] != t.shape[1]:
+        s, t = s.mean(1, keepdim=True), t.mean(1, keepdim=True)
+    if kind == "kl":
+        # xlogy gives 0 * log 0 = 0, so padded keys (probability exactly 0) contribute nothing, and identical
+        # inputs give exactly 0.
+        per_row = (torch.xlogy(t, t) - torch.xlogy(t, s)).sum(-1)
+    elif kind == "mse":
+        per_row = (s - t).pow(2).mean(-1)
+    else:
+        raise ValueError(f"unknown attention loss {kind!r}")
+    return _reduce(per_row.mean(1), mask, reduction)
+
+
+def uniform_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
+    """Teacher layer for each student layer: identity when depths match, else evenly spaced ending at the top
+    (student layer i -> teacher layer round((i + 1) * T / S) - 1)."""
+    if student_layers > teacher_layers:
+        raise UserError(f"the student has more layers ({student_layers}) than the teacher ({teacher_layers})")
+    return [round((i + 1) * teacher_layers / student_layers) - 1 for i in range(student_layers)]
+
+
+def parse_layer_map(spec: str | None, student_layers: int, teacher_layers: int) -> list[int]:
+    """`--layer_map`: None for the default, or 's:t' pairs over 0-based transformer layers, one per student layer."""
+    if not spec:
+        return uniform_layer_map(student_layers, teacher_layers)
+    pairs = {}
+    for item in spec.split(","):
+        try:
+            s, t = (int(x) for x in item.split(":"))
+        except ValueError:
+            raise UserError(f"--layer_map {spec!r}: write 's:t' pairs such as '0:1,1:3'") from None
+        if not (0 <= s < student_layers and 0 <= t < teacher_layers):
+            raise UserError(f"--layer_map pair {item!r} is out of range (student layers 0..{student_layers - 1}, "
+                            f"teacher layers 0..{teacher_layers - 1})")
+        pairs[s] = t
+    if sorted(pairs) != list(range(student_layers)):
+        raise UserError(f"--layer_map {spec!r} must give one teacher layer for each student layer "
+                        f"0..{student_layers - 1}")
+    return [pairs[i] for i in range(student_layers)]

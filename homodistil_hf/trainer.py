@@ -1,0 +1,454 @@
+"""`HomoDistilTrainer`: a `transformers.Trainer` that distils a student from a frozen teacher and, when targets
+are set, prunes the student on a schedule while it learns (HomoDistil).
+
+Loss (one teacher pass, one student pass):
+    alpha_mlm * student's own loss on the labels (MLM, or the task loss)
+  + alpha_pred * T^2 KL(teacher || student) on the output logits
+  + alpha_hidden * hidden-state loss over mapped layers (kept channels against their teacher channels)
+  + alpha_attn * attention loss over mapped layers (kept heads against their teacher heads)
+The maths is in `losses.py`; this module only gathers the tensors and the counts.
+
+Gradient accumulation: every term is a sum over its positions divided by the number of such positions in the whole
+accumulation window (counted in `get_batch_samples`), so accumulating k micro-batches gives exactly the loss and
+gradient of one k-times larger batch. The returned loss is therefore already scaled (`loss_is_scaled_for_ga`).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers.trainer_pt_utils import nested_gather
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from .arch import get_adapter
+from .callback import PruningCallback
+from .config import HomoDistilConfig
+from .errors import UserError
+from .export import export_model
+from .importance import build_importance
+from .loading import load_teacher
+from .losses import (
+    attention_loss,
+    hidden_state_loss,
+    kd_logits_loss,
+    kd_regression_loss,
+    parse_layer_map,
+)
+from .pruner import STATE_FILE, Pruner
+from .shapes import Shape, count_backbone_params, resolve_target
+from .state import PruningState
+
+logger = logging.getLogger(__name__)
+
+TERMS = ("loss_mlm", "loss_pred", "loss_hidden", "loss_attn")
+
+
+class NonFiniteLossError(UserError):
+    """The loss became NaN or inf: training stops so that no checkpoint holds broken weights."""
+
+
+class _StaticMap:
+    """Channel / head correspondence of a student cut from the teacher once (e.g. `--student_init truncate`)."""
+
+    def __init__(self, state: PruningState):
+        self.state = state
+
+    def hidden_index(self):
+        return None, self.state.hidden
+
+    def head_index(self, layer: int):
+        return None, self.state.layers[layer].heads
+
+
+class HomoDistilTrainer(Trainer):
+    """Distil (and prune) a student from a teacher inside the Hugging Face Trainer.
+
+    Args:
+        model: the student. `None` starts from an exact copy of the teacher (the homotopic start).
+        teacher: a model, or a Hub id / local folder (default: `args.teacher_name_or_path`).
+        args: a `HomoDistilConfig`.
+        student_state: for a student cut from the teacher outside this trainer, which teacher structures it holds
+            (e.g. from `loading.make_student(..., init="truncate")`), so losses pair kept channels and heads.
+        **kwargs: everything `transformers.Trainer` takes (`train_dataset`, `data_collator`, `processing_class`, ...).
+    """
+
+    # Each term is normalised by counts over the whole accumulation window (see module docstring).
+    loss_is_scaled_for_ga = True
+
+    def __init__(self, model: PreTrainedModel | None = None, teacher: PreTrainedModel | str | None = None,
+                 args: HomoDistilConfig | None = None, student_state: PruningState | None = None, **kwargs):
+        if args is None:
+            raise UserError("HomoDistilTrainer needs args=HomoDistilConfig(...)")
+        if not isinstance(args, HomoDistilConfig):
+            raise UserError(f"args must be a HomoDistilConfig, got {type(args).__name__}")
+        teacher = teacher if teacher is not None else args.teacher_name_or_path
+        if teacher is None:
+            raise UserError("no teacher: pass teacher= or set --teacher_name_or_path")
+        if isinstance(teacher, str | os.PathLike):
+            teacher = load_teacher(str(teacher))
+        get_adapter(teacher)
+        if model is None:
+            model = copy.deepcopy(teacher).train()
+        self._check_distributed_support(args)
+
+        # Eager attention only when attention maps are distilled: it is slower and uses more memory.
+        attn_impl = "eager" if args.alpha_attn > 0 else "sdpa"
+        for m in (teacher, model):
+            m.set_attn_implementation(attn_impl)
+
+        target = resolve_target(teacher.config, args) if args.has_targets else None
+        self.teacher_shape = Shape.of_config(teacher.config)
+        self.pruner: Pruner | None = None
+        self.correspondence: Pruner | _StaticMap | None = _StaticMap(student_state) if student_state else None
+        student_shape = Shape.of_config(model.config)
+        if target is not None and student_state is None and student_shape != target:
+            if student_shape != self.teacher_shape:
+                raise UserError(f"the student ({student_shape}) is neither the teacher's shape nor the target "
+                                f"({target}): pruning starts from a full copy of the teacher")
+            physical = args.pruning_mode == "physical" or (
+                args.pruning_mode == "auto" and args.parallel_mode.value != "distributed")
+            importance = build_importance(args.importance, args.importance_beta1, args.importance_beta2,
+                                          args.pruning_seed if args.pruning_seed is not None else args.seed)
+            self.pruner = Pruner(model, target, importance, physical=physical)
+            self.correspondence = self.pruner
+
+        callbacks = list(kwargs.pop("callbacks", None) or [])
+        if self.pruner is not None:
+            callbacks.append(PruningCallback(self.pruner))
+        super().__init__(model=model, args=args, callbacks=callbacks, **kwargs)
+
+        self.teacher = self._prepare_teacher(teacher)
+        self.target = target
+        self._setup_maps(model, teacher)
+        self._term_sums: dict[str, torch.Tensor] = {}
+        self._terms_last_step = 0
+        self._window: dict[str, torch.Tensor] | None = None
+        self._saving_checkpoint = False
+        self._teacher_has_logits: bool | None = None
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        self._student_takes_labels = "labels" in inspect.signature(unwrapped.forward).parameters
+
+    # --- setup ------------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _check_distributed_support(args: TrainingArguments) -> None:
+        if args.has_targets and (args.deepspeed or args.fsdp):
+            raise UserError("pruning under DeepSpeed / FSDP is not supported (parameters and gradients are sharded); "
+                            "run pruning with DDP (torchrun / accelerate launch without --fsdp / --deepspeed)")
+
+    def _prepare_teacher(self, teacher: PreTrainedModel) -> nn.Module:
+        """Frozen, eval mode, on the training device, in the training dtype; placed by accelerate for evaluation
+        (no DDP wrapper: it never gets gradients)."""
+        teacher.eval()
+        teacher.requires_grad_(False)
+        dtype = torch.bfloat16 if self.args.bf16 else (torch.float16 if self.args.fp16 else None)
+        student_dtype = next(self.model.parameters()).dtype
+        if student_dtype != torch.float32:
+            dtype = student_dtype  # a student loaded in half precision: match it
+        if dtype is not None:
+            teacher.to(dtype=dtype)
+        teacher.to(self.args.device)
+        return self.accelerator.prepare_model(teacher, evaluation_mode=True)
+
+    def _setup_maps(self, student: nn.Module, teacher: nn.Module) -> None:
+        args = self.args
+        s_layers = len(get_adapter(student).layers(student))
+        t_layers = len(get_adapter(teacher).layers(teacher))
+        self.layer_map = parse_layer_map(args.layer_map, s_layers, t_layers)
+        self.projection: nn.Linear | None = None
+        s_hidden, t_hidden = student.config.hidden_size, teacher.config.hidden_size
+        if args.alpha_hidden > 0 and self.correspondence is None and s_hidden != t_hidden:
+            if not args.hidden_projection:
+                raise UserError(f"the student's hidden size ({s_hidden}) differs from the teacher's ({t_hidden}) and "
+                                "it is not a pruned copy: pass --hidden_projection to learn a projection, or "
+                                "--alpha_hidden 0")
+            if args.parallel_mode.value == "distributed":
+                raise UserError("--hidden_projection is not supported with several processes; use one process or a "
+                                "pruned copy of the teacher")
+            self.projection = nn.Linear(s_hidden, t_hidden).to(args.device)
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        if self.projection is not None:
+            optimizer.add_param_group({"params": list(self.projection.parameters()), "weight_decay": 0.0})
+        return optimizer
+
+    # --- accumulation-window counts ---------------------------------------------------------------------------------
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        counts: dict[str, torch.Tensor] = {}
+        for batch in batch_samples:
+            for key, value in self._counts(batch).items():
+                counts[key] = counts.get(key, 0) + value
+        self._window = counts or None
+        return batch_samples, num_items_in_batch
+
+    @staticmethod
+    def _counts(inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Positions each term averages over: tokens, labelled tokens, examples."""
+        ids = inputs.get("input_ids")
+        mask = inputs.get("attention_mask")
+        out = {}
+        if ids is not None:
+            out["tokens"] = mask.sum() if mask is not None else torch.tensor(ids.numel())
+            out["examples"] = torch.tensor(ids.shape[0])
+        labels = inputs.get("labels")
+        if torch.is_tensor(labels) and ids is not None and labels.shape == ids.shape:
+            out["labelled"] = (labels != -100).sum()
+        return out
+
+    def _scale(self, kind: str, micro: dict[str, torch.Tensor], training: bool) -> torch.Tensor | float:
+        """Divisor for a summed term: its count over the accumulation window in training, the micro-batch's in
+        evaluation."""
+        window = self._window if training and self._window else micro
+        count = window.get(kind, micro.get(kind))
+        return count.clamp(min=1) if torch.is_tensor(count) else max(float(count), 1.0)
+
+    # --- loss -------------------------------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        args = self.args
+        need_hidden = args.alpha_hidden > 0
+        need_attn = args.alpha_attn > 0
+        flags = {"output_hidden_states": True} if need_hidden else {}
+        if need_attn:
+            flags["output_attentions"] = True
+        labels = inputs.get("labels")
+        use_labels = args.alpha_mlm > 0 and labels is not None and self._student_takes_labels
+        student_inputs = inputs if use_labels else {k: v for k, v in inputs.items() if k != "labels"}
+        s_out = model(**student_inputs, **flags)
+        with torch.no_grad():
+            t_out = self.teacher(**{k: v for k, v in inputs.items() if k != "labels"}, **flags)
+
+        training = model.training
+        micro = {k: v.to(s_out[0].device) if torch.is_tensor(v) else v for k, v in self._counts(inputs).items()}
+        mask = inputs.get("attention_mask")
+        terms: dict[str, torch.Tensor] = {}
+        if use_labels and getattr(s_out, "loss", None) is not None:
+            kind = "labelled" if "labelled" in micro else "examples"
+            terms["loss_mlm"] = s_out.loss * micro[kind] / self._scale(kind, micro, training)
+        if args.alpha_pred > 0:
+            pred = self._pred_term(s_out, t_out, inputs, micro, training)
+            if pred is not None:
+                terms["loss_pred"] = pred
+        if need_hidden:
+            terms["loss_hidden"] = self._hidden_term(s_out, t_out, mask, micro, training)
+        if need_attn:
+            terms["loss_attn"] = self._attn_term(s_out, t_out, mask, micro, training)
+
+        weights = {"loss_mlm": args.alpha_mlm, "loss_pred": args.alpha_pred, "loss_hidden": args.alpha_hidden,
+                   "loss_attn": args.alpha_attn}
+        loss = sum(weights[name] * value for name, value in terms.items())
+        if not torch.is_tensor(loss):
+            raise UserError("no loss term applies to this teacher/student/data: e.g. a teacher without a head and "
+                            "--alpha_hidden 0 --alpha_attn 0; enable a term that both models support")
+        if not torch.isfinite(loss.detach()).all():
+            detail = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
+            raise NonFiniteLossError(f"the loss became non-finite at step {self.state.global_step} ({detail}); "
+                                     "training stopped before saving broken weights; lower --learning_rate or check "
+                                     "the data, then resume from the last checkpoint")
+        if training:
+            for name, value in terms.items():
+                detached = value.detach()
+                self._term_sums[name] = self._term_sums.get(name, torch.zeros_like(detached)) + detached
+        return (loss, s_out) if return_outputs else loss
+
+    def _pred_term(self, s_out, t_out, inputs, micro, training) -> torch.Tensor | None:
+        if self._teacher_has_logits is None:
+            self._teacher_has_logits = _logits(t_out) is not None
+            if not self._teacher_has_logits:
+                logger.warning("the teacher has no prediction head (e.g. a sentence-transformers BertModel): "
+                               "distilling on the hidden-state and attention terms only; loss_pred is not computed")
+        s_logits, t_logits = _logits(s_out), _logits(t_out)
+        if s_logits is None or t_logits is None:
+            return None
+        args = self.args
+        if isinstance(s_logits, tuple):  # question answering: start and end distributions over positions
+            mask = inputs.get("attention_mask")
+            total = 0
+            for s, t in zip(s_logits, t_logits, strict=True):
+                if mask is not None:
+                    neg = torch.finfo(torch.float32).min / 4
+                    s, t = s.float().masked_fill(mask == 0, neg), t.float().masked_fill(mask == 0, neg)
+                total = total + kd_logits_loss(s, t, args.temperature, reduction="sum")
+            return total / 2 / self._scale("examples", micro, training)
+        if s_logits.dim() == 3:  # token level (MLM, token classification)
+            labels = inputs.get("labels")
+            if args.pred_loss_positions == "masked" and labels is not None:
+                positions, kind = (labels != -100), "labelled"
+            else:
+                positions, kind = inputs.get("attention_mask"), "tokens"
+            return kd_logits_loss(s_logits, t_logits, args.temperature, positions, "sum") / self._scale(
+                kind, micro, training)
+        if s_logits.shape[-1] == 1:  # regression head
+            return kd_regression_loss(s_logits, t_logits, reduction="sum") / self._scale("examples", micro, training)
+        return kd_logits_loss(s_logits, t_logits, args.temperature, reduction="sum") / self._scale(
+            "examples", micro, training)
+
+    def _hidden_term(self, s_out, t_out, mask, micro, training) -> torch.Tensor:
+        s_states, t_states = s_out.hidden_states, t_out.hidden_states
+        pairs = [(0, 0)] + [(i + 1, t + 1) for i, t in enumerate(self.layer_map)]
+        s_idx, t_idx = self._hidden_index(s_states[0].device)
+        total = 0
+        for si, ti in pairs:
+            s, t = s_states[si], t_states[ti]
+            if s_idx is not None:
+                s = s.index_select(-1, s_idx)
+            if t_idx is not None:
+                t = t.index_select(-1, t_idx)
+            if self.projection is not None:
+                s = self.projection(s)
+            total = total + hidden_state_loss(s, t, self.args.hidden_loss, mask, reduction="sum")
+        return total / len(pairs) / self._scale("tokens", micro, training)
+
+    def _attn_term(self, s_out, t_out, mask, micro, training) -> torch.Tensor:
+        total = 0
+        for si, ti in enumerate(self.layer_map):
+            s, t = s_out.attentions[si], t_out.attentions[ti]
+            s_heads, t_heads = self._head_index(si, s.device)
+            if s_heads is not None:
+                s = s.index_select(1, s_heads)
+            if t_heads is not None:
+                t = t.index_select(1, t_heads)
+            total = total + attention_loss(s, t, self.args.attn_loss, mask, reduction="sum")
+        return total / len(self.layer_map) / self._scale("tokens", micro, training)
+
+    def _hidden_index(self, device):
+        if self.correspondence is None:
+            return None, None
+        return tuple(None if x is None else self._on(device, x) for x in self.correspondence.hidden_index())
+
+    def _head_index(self, layer: int, device):
+        if self.correspondence is None:
+            return None, None
+        return tuple(None if x is None else self._on(device, x) for x in self.correspondence.head_index(layer))
+
+    def _on(self, device, index: torch.Tensor) -> torch.Tensor:
+        # Index tensors change only at pruning steps; keep one device copy of each.
+        cache = self.__dict__.setdefault("_index_cache", {})
+        key = (id(index), device)
+        if key not in cache or cache[key][0] is not index:
+            cache[key] = (index, index.to(device))
+        return cache[key][1]
+
+    # --- logging ----------------------------------------------------------------------------------------------------
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._term_sums:
+            steps = max(self.state.global_step - self._terms_last_step, 1)
+            for name, value in self._term_sums.items():
+                logs[name] = nested_gather(value, self.args.parallel_mode).mean().item() / steps
+            self._term_sums = {}
+            self._terms_last_step = self.state.global_step
+        if "loss" in logs and self.pruner is not None:
+            logs.update(self.pruner.log_values())
+        super().log(logs, start_time)
+
+    # --- checkpoints, resume, export --------------------------------------------------------------------------------
+    def _save_checkpoint(self, model, trial):
+        self._saving_checkpoint = True
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._saving_checkpoint = False
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Checkpoints: the student as it trains, plus the pruning state. Otherwise: the compact, stock model."""
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if self._saving_checkpoint or self.correspondence is None:
+            super().save_model(output_dir, _internal_call)
+            if self._saving_checkpoint and self.pruner is not None and self.args.should_save:
+                self.pruner.save(output_dir)
+            return
+        if self.args.should_save:
+            self.export(output_dir)
+
+    def export(self, output_dir: str | os.PathLike) -> nn.Module:
+        """Write the compact student (stock config, safetensors, tokenizer, model card) to `output_dir`."""
+        model = self.accelerator.unwrap_model(self.model)
+        if self.pruner is not None:
+            if not self.pruner.done:
+                logger.warning("exporting before the targets are reached: the model has %s, the target is %s",
+                               self.pruner.state.shape, self.pruner.target)
+            state, physical = self.pruner.state, self.pruner.physical
+        else:
+            state, physical = self.correspondence.state, True
+        return export_model(model, output_dir, state, physical, tokenizer=self.processing_class,
+                            info=self._export_info())
+
+    def _export_info(self) -> dict[str, Any]:
+        a = self.args
+        teacher = self.accelerator.unwrap_model(self.teacher)
+        return {
+            "teacher": a.teacher_name_or_path or getattr(teacher.config, "_name_or_path", None),
+            "teacher_shape": self.teacher_shape.as_dict(),
+            "teacher_params": count_backbone_params(teacher.config),
+            "target": self.target.as_dict() if self.target else None,
+            "model_name": Path(a.output_dir).name,
+            "repo_id": a.hub_model_id,
+            "recipe": {
+                "steps": self.state.global_step, "learning_rate": a.learning_rate,
+                "batch_size": a.per_device_train_batch_size * a.gradient_accumulation_steps * a.world_size,
+                "temperature": a.temperature, "alpha_mlm": a.alpha_mlm, "alpha_pred": a.alpha_pred,
+                "alpha_hidden": a.alpha_hidden, "alpha_attn": a.alpha_attn, "hidden_loss": a.hidden_loss,
+                "attn_loss": a.attn_loss, "importance": a.importance, "schedule": a.pruning_schedule,
+                "prune_start": a.prune_start, "prune_end": a.prune_end, "prune_every": a.prune_every,
+            },
+        }
+
+    def create_model_card(self, *args, **kwargs) -> None:
+        """`push_to_hub` writes the model card: keep ours (written at export) when there is one."""
+        if self.correspondence is not None and (Path(self.args.output_dir) / "homodistil.json").is_file():
+            return
+        super().create_model_card(*args, **kwargs)
+
+    def push_to_hub(self, *args, **kwargs):
+        """Export the compact model to `output_dir`, then upload it (Trainer.push_to_hub saves checkpoints only)."""
+        if self.correspondence is not None and self.args.should_save:
+            self.export(self.args.output_dir)
+        self._saving_checkpoint = True  # the Trainer's own save inside push_to_hub must not overwrite the export
+        try:
+            if self.correspondence is not None:
+                return self._push_exported(*args, **kwargs)
+            return super().push_to_hub(*args, **kwargs)
+        finally:
+            self._saving_checkpoint = False
+
+    def _push_exported(self, commit_message: str = "End of training", blocking: bool = True,
+                       token: str | None = None, revision: str | None = None, private: bool | None = None, **_):
+        from huggingface_hub import HfApi
+
+        if not self.is_world_process_zero():
+            return None
+        repo_id = self.args.hub_model_id or Path(self.args.output_dir).name
+        api = HfApi(token=token or self.args.hub_token)
+        repo_id = api.create_repo(repo_id, private=private if private is not None else self.args.hub_private_repo,
+                                  exist_ok=True).repo_id
+        return api.upload_folder(repo_id=repo_id, folder_path=self.args.output_dir, commit_message=commit_message,
+                                 revision=revision or self.args.hub_revision, run_as_future=not blocking,
+                                 ignore_patterns=["_*", f"{PREFIX_CHECKPOINT_DIR}-*", ".homodistil-*"])
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        if self.pruner is not None:
+            state_file = Path(resume_from_checkpoint) / STATE_FILE
+            if not state_file.is_file():
+                raise UserError(f"--resume_from_checkpoint {resume_from_checkpoint} has no {STATE_FILE}: it was not "
+                                "written by a pruning run with these targets")
+            self.pruner.load(resume_from_checkpoint)
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+
+def _logits(output) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None:
+    """The prediction logits of a model output: `logits`, (start, end) for QA, or None for a bare backbone."""
+    logits = getattr(output, "logits", None)
+    if logits is not None:
+        return logits
+    start, end = getattr(output, "start_logits", None), getattr(output, "end_logits", None)
+    if start is not None and end is not None:
+        return start, end
+    return None
