@@ -412,7 +412,7 @@ def test_user_errors_leave_output_dir_untouched(tmp_path, cls_model, args, match
     sentinel = out / "config.json"
     sentinel.write_text("previous run")
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    with pytest.raises(UserError, match=match or r"--output_dir .* already holds a trained model"):
+    with pytest.raises(UserError, match=match or r"--output_dir .* already holds config.json"):
         run(cls_model, out, *args)
     assert sentinel.read_text() == "previous run" and sorted(p.name for p in out.iterdir()) == ["config.json"]
 

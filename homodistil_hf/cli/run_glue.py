@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     require_actions(training_args)
     # Everything that can fail on the user's input is checked before the output folder is touched.
     data = load_data(data_args, training_args, model_args.cache_dir)
-    check_output_dir(training_args, data_args.overwrite_output_dir)
+    check_output_dir(training_args)
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args)
     id2label = dict(enumerate(data.label_names)) if data.label_names else None

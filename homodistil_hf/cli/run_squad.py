@@ -102,8 +102,8 @@ class DataTrainingArguments(DataArgumentsBase):
         )
         if self.doc_stride < 0 or question_room(self.max_seq_length, self.doc_stride) < 1:
             raise UserError(
-                f"--doc_stride must be >= 0 and leave room for the question: below --max_seq_length - 4 = "
-                f"{self.max_seq_length - 4} (got {self.doc_stride}); the usual choice is a third of --max_seq_length"
+                f"--doc_stride must be >= 0 and at most --max_seq_length - 5 = {self.max_seq_length - 5} (got "
+                f"{self.doc_stride}); the usual choice is a third of --max_seq_length"
             )
         if self.split_articles is not None:
             files = {f for f in (self.train_file, self.validation_file) if f}
@@ -212,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
     # Everything that can fail on the user's input is checked before the output folder is touched.
     examples = load_examples(data_args, training_args, model_args.cache_dir)
-    check_output_dir(training_args, data_args.overwrite_output_dir)
+    check_output_dir(training_args)
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args)
     require_offsets(tokenizer)

@@ -85,9 +85,6 @@ class DataArgumentsBase:
     )
     overwrite_cache: bool = field(default=False, metadata={"help": "Re-tokenize instead of using cached datasets."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
-    overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Train even if --output_dir already holds a trained model (overwriting it)."}
-    )
 
     def check_positive(self, *names: str) -> None:
         """`UserError` unless each named int flag is unset or >= 1."""
@@ -115,17 +112,15 @@ def require_file(path: str | os.PathLike, flag: str) -> Path:
     return path
 
 
-def check_output_dir(training_args, overwrite: bool) -> None:
-    """Refuse to train into a folder that already holds a model or checkpoints, unless told to overwrite it."""
-    out = Path(training_args.output_dir)
-    if not training_args.do_train or overwrite or training_args.resume_from_checkpoint or not out.is_dir():
-        return
-    previous = [p.name for p in out.iterdir() if p.name.startswith("checkpoint-") or p.name in ("config.json",)]
-    if previous:
-        raise UserError(
-            f"--output_dir {out} already holds a trained model ({', '.join(sorted(previous)[:3])}): pass "
-            "--overwrite_output_dir to train over it, --resume_from_checkpoint to continue, or choose another folder"
-        )
+def check_output_dir(training_args) -> None:
+    """The output folder must be writable; a training run must not overwrite a model or checkpoints already there.
+
+    Evaluation alone may write its results next to an existing model (e.g. into the model's own folder).
+    """
+    from ..cli.validate import check_output_dir as _check
+
+    overwrite = training_args.overwrite_output_dir or not training_args.do_train
+    _check(training_args.output_dir, resuming=bool(training_args.resume_from_checkpoint), overwrite=overwrite)
 
 
 def load_tokenizer(model_args: ModelArguments):

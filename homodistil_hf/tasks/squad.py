@@ -102,13 +102,16 @@ def require_offsets(tokenizer) -> None:
 
 
 def question_room(max_seq_length: int, doc_stride: int) -> int:
-    """Most question tokens a window can hold so that its context part stays longer than the stride."""
-    return max_seq_length - doc_stride - 4  # [CLS] q [SEP] c [SEP], and context tokens > stride
+    """Most question tokens per window: 64 (BERT's max_query_length), and at most half of what the stride leaves.
+
+    A window holds [CLS] question [SEP] context [SEP]; consecutive windows advance by (context part - stride), so a
+    long question would make the windows crawl forward (and the tokenizer aborts once it leaves <= stride tokens).
+    """
+    return min(64, (max_seq_length - doc_stride - 3) // 2)
 
 
 def _truncate_questions(questions: list[str], tokenizer, max_tokens: int) -> list[str]:
-    # The tokenizer aborts when a long question leaves the context no more room than the stride; cut such questions
-    # (rare: SQuAD questions are short) at a token boundary, like the original BERT's max_query_length.
+    # Cut long questions (rare: SQuAD questions are short) at a token boundary, like BERT's max_query_length.
     enc = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
     out = []
     for question, offsets in zip(questions, enc["offset_mapping"]):
