@@ -16,6 +16,12 @@ from ..errors import UserError
 _DEFAULT_TARGETS = (("query", "value"), ("q_proj", "v_proj"), ("q_lin", "v_lin"), ("query_proj", "value_proj"))
 
 
+# PeftModelForQuestionAnswering (peft 0.21) drops `token_type_ids` and `position_ids` in its forward: BERT would train
+# without segment embeddings and the merged model would compute something else. The generic PeftModel (no task type)
+# passes every input through; the head is still trained through modules_to_save.
+_PEFT_TASK_TYPES = {"QUESTION_ANS": None}
+
+
 def _linear_names(model: nn.Module) -> set[str]:
     return {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, nn.Linear)}
 
@@ -61,7 +67,7 @@ def wrap_with_lora(
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
-        task_type=task_type,
+        task_type=_PEFT_TASK_TYPES.get(task_type, task_type),
         r=r,
         lora_alpha=alpha,
         lora_dropout=dropout,
