@@ -485,3 +485,34 @@ def test_minilm_glue_short_run(tmp_path, task, folder, key):
     )
     print(json.dumps({k: v for k, v in results.items() if k.startswith("eval_")}, indent=1))
     assert math.isfinite(results[key])
+
+
+# --- the example configs parse with the scripts' own dataclasses ---------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.json")), ids=lambda p: p.name)
+def test_example_configs_parse(path):
+    from homodistil_hf.cli.common import OneLineArgumentParser
+    from homodistil_hf.config import HomoDistilConfig, parse_param_count
+
+    if path.name.startswith("glue_"):
+        from homodistil_hf.cli.run_glue import DataTrainingArguments
+        from homodistil_hf.tasks import ModelArguments
+    elif path.name.startswith("squad"):
+        from homodistil_hf.cli.run_squad import DataTrainingArguments
+        from homodistil_hf.tasks import ModelArguments
+    else:
+        run_distill = pytest.importorskip("homodistil_hf.cli.run_distill")
+        ModelArguments, DataTrainingArguments = run_distill.ModelArguments, run_distill.DataArguments  # noqa: N806
+    raw = json.loads(path.read_text())
+    raw.pop("fp16", None)  # fp16 needs a GPU at training time only, but keep parsing independent of the machine
+    parser = OneLineArgumentParser((ModelArguments, DataTrainingArguments, HomoDistilConfig))
+    _, data_args, args = parser.parse_dict(raw, allow_extra_keys=False)
+    if path.name.startswith("distill_"):
+        assert args.temperature == 2.0 and args.pruning_schedule == "cubic" and args.prune_every == 10
+        assert args.max_steps == 28000 and args.adam_epsilon == 1e-6 and data_args.max_seq_length == 128
+        assert args.per_device_train_batch_size * 8 * args.gradient_accumulation_steps == 4096
+        expected_lr = 3e-4 if parse_param_count(args.target_params) == 65_000_000 else 6e-4
+        assert args.learning_rate == expected_lr
