@@ -58,7 +58,7 @@ from .common import parse_args, run_cli, setup_logging
 
 logger = logging.getLogger("homodistil_hf")
 
-__all__ = ["DataTrainingArguments", "build_trainer", "main"]
+__all__ = ["DataTrainingArguments", "build_trainer", "cli", "main"]
 
 
 @dataclass
@@ -257,5 +257,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return results
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Console entry point: `main()` with user errors as one line on stderr and exit status 2."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -250,5 +250,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return results
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Console entry point: `main()` with user errors as one line on stderr and exit status 2."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()
