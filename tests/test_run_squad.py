@@ -373,6 +373,7 @@ def check_against_official(out: Path, gold_file: Path, fraction: float, max_eval
         (["--validation_file", "{tmp}/v2.json", "--split_articles", "1.5", "--do_eval"], r"--split_articles must be"),
         (["--validation_file", "{tmp}/v2.json", "--version_2_with_negative", "--do_train"], r"--do_train needs"),
         (["--validation_file", "{tmp}/v2.json", "--doc_stride", "60", "--do_eval"], r"--doc_stride must be"),
+        (["--do_eval"], r"Hub dataset rajpurkar/squad could not be loaded.*--validation_file"),
     ],
 )
 def test_user_errors_leave_output_dir_untouched(tmp_path, qa_model, args, match):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, load_dataset
+from datasets import Dataset
 from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding, default_data_collator, set_seed
 
 from ..config import HomoDistilConfig
@@ -38,6 +38,7 @@ from ..tasks import (
     check_output_dir,
     limit,
     load_config,
+    load_hub_dataset,
     load_model,
     load_tokenizer,
     maybe_wrap_lora,
@@ -134,7 +135,9 @@ def load_examples(data_args: DataTrainingArguments, training_args, cache_dir: st
                 raise UserError(f"--do_{'train' if split == 'train' else 'eval'} needs {flag} (or --split_articles)")
             out[split] = articles_to_dataset(load_squad_articles(path, flag), v2, f"{flag} {path}")
         return out
-    raw = load_dataset(data_args.dataset_name or SQUAD_HUB_IDS[v2], data_args.dataset_config_name, cache_dir=cache_dir)
+    name = data_args.dataset_name or SQUAD_HUB_IDS[v2]
+    hint = "pass --train_file / --validation_file (official SQuAD JSON), or --split_articles with one file"
+    raw = load_hub_dataset(name, data_args.dataset_config_name, cache_dir, hint)
     return {s: raw[s] for s in need}
 
 

@@ -230,6 +230,19 @@ def limit(dataset, max_samples: int | None):
     return dataset.select(range(max_samples))
 
 
+def load_hub_dataset(name: str, config_name: str | None, cache_dir: str | None, hint: str):
+    """`datasets.load_dataset` of a Hub dataset; failing to reach or find it is a `UserError` that says `hint`."""
+    from datasets import load_dataset
+
+    try:
+        return load_dataset(name, config_name, cache_dir=cache_dir)
+    except (OSError, ValueError) as err:  # ConnectionError (offline), DatasetNotFoundError, bad config
+        raise UserError(
+            f"the Hub dataset {name}{f' ({config_name})' if config_name else ''} could not be loaded "
+            f"({_first_line(err)}): {hint}"
+        ) from None
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__

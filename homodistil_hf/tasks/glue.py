@@ -259,7 +259,10 @@ def load_glue_dir(data_dir: str | Path, task: GlueTask, need: set[str]) -> Datas
 
 def load_glue_hub(task: GlueTask, need: set[str], cache_dir: str | None = None) -> DatasetDict:
     """Load a task of the Hub `glue` dataset and rename its columns to the normalized ones."""
-    raw = load_dataset(GLUE_HUB_ID, task.name, cache_dir=cache_dir)
+    from . import load_hub_dataset
+
+    hint = "pass --data_dir with the GLUE TSV files, or --train_file / --validation_file"
+    raw = load_hub_dataset(GLUE_HUB_ID, task.name, cache_dir, hint)
     raw = DatasetDict({_HUB_SPLITS.get(k, k): v for k, v in raw.items()})
     wanted = (["train"] if "train" in need else []) + (list(task.eval_splits) if "eval" in need else [])
     wanted += list(task.test_splits) if "test" in need else []
