@@ -8,9 +8,7 @@ seam where task-specific distillation plugs in), and the train / save / metrics 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, Trainer
@@ -102,14 +100,6 @@ def require_actions(training_args) -> None:
     """Fail early when none of --do_train / --do_eval / --do_predict is given."""
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         raise UserError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
-
-
-def require_file(path: str | os.PathLike, flag: str) -> Path:
-    """`path` as a Path, or a `UserError` naming `flag` when it is not an existing file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{flag} {path} does not exist: pass an existing file")
-    return path
 
 
 def check_output_dir(training_args) -> None:
