@@ -1,0 +1,40 @@
+"""homodistil_hf: HomoDistil (homotopic distillation) for Hugging Face Transformers 5.
+
+The student starts as an exact copy of the teacher and is pruned, a little at a time, to the target widths while it
+is distilled; the result is exported as a physically smaller model with a stock config.
+"""
+
+from .config import HomoDistilConfig
+from .errors import UserError
+from .export import export_model, prune_to_shape
+from .importance import (
+    ActivationImportance,
+    Importance,
+    MagnitudeImportance,
+    RandomImportance,
+    SensitivityImportance,
+)
+from .pruner import Pruner
+from .schedule import WidthSchedule
+from .shapes import Shape
+from .state import PruningState
+from .trainer import HomoDistilTrainer
+from .version import __version__
+
+__all__ = [
+    "ActivationImportance",
+    "HomoDistilConfig",
+    "HomoDistilTrainer",
+    "Importance",
+    "MagnitudeImportance",
+    "Pruner",
+    "PruningState",
+    "RandomImportance",
+    "SensitivityImportance",
+    "Shape",
+    "UserError",
+    "WidthSchedule",
+    "__version__",
+    "export_model",
+    "prune_to_shape",
+]

@@ -36,9 +36,16 @@ class Importance:
         """One score per structure of `group` (higher = more important)."""
         return self.scores([group])[group.name]
 
-    def scores(self, groups: list[Group]) -> dict[str, torch.Tensor]:
-        """Scores of every group at once (shares the per-weight work across groups)."""
+    def scores(self, groups: list[Group], element_masks: dict[nn.Parameter, torch.Tensor] | None = None
+               ) -> dict[str, torch.Tensor]:
+        """Scores of every group at once (shares the per-weight work across groups).
+
+        `element_masks` (masks mode) zeroes the weights of structures already pruned, so a kept structure is scored
+        on exactly the weights it would have after physical pruning.
+        """
         elements = self.element_scores()
+        if element_masks:
+            elements = {p: e * element_masks[p] if p in element_masks else e for p, e in elements.items()}
         return {g.name: g.reduce(g.row_scores(elements)) for g in groups}
 
     def element_scores(self) -> dict[nn.Parameter, torch.Tensor]:
@@ -139,7 +146,7 @@ class RandomImportance(Importance):
     def __init__(self, seed: int = 0):
         self.generator = torch.Generator().manual_seed(seed)
 
-    def scores(self, groups):
+    def scores(self, groups, element_masks=None):
         return {g.name: g.reduce(torch.rand(g.view, generator=self.generator).reshape(-1)) for g in groups}
 
     def state_dict(self, names):
@@ -198,7 +205,8 @@ class ActivationImportance(Importance):
 
         return hook
 
-    def scores(self, groups):
+    def scores(self, groups, element_masks=None):
+        # Pruned structures' activations are zero already (masked), so no element masks are needed.
         out = {}
         for g in groups:
             rows = None

@@ -98,7 +98,7 @@ def make_student(teacher: PreTrainedModel, init: str = "teacher", target: Shape 
             raise UserError("--student_num_hidden_layers needs --student_init random: HomoDistil keeps the "
                             "teacher's depth and prunes widths")
         student = copy.deepcopy(teacher)
-        return student.train(), None
+        return student.train().requires_grad_(True), None
     if target is None:
         raise UserError(f"--student_init {init} needs a student shape: set --target_hidden_size / "
                         "--target_num_attention_heads / --target_intermediate_size or --target_params")
@@ -110,7 +110,7 @@ def make_student(teacher: PreTrainedModel, init: str = "teacher", target: Shape 
         with torch.no_grad():
             prune_model(student, selection_between(PruningState.full(initial, teacher_layers), state))
         finalize_attention_scale(student)  # a finished stock model: it is not pruned further
-        return student.train(), state
+        return student.train().requires_grad_(True), state
     if init == "random":
         config = config_for_shape(teacher.config, target)
         if num_layers is not None:
@@ -118,5 +118,5 @@ def make_student(teacher: PreTrainedModel, init: str = "teacher", target: Shape 
         torch.manual_seed(seed)
         student = type(teacher)(config)
         student.to(dtype=next(teacher.parameters()).dtype)
-        return student.train(), None
+        return student.train().requires_grad_(True), None
     raise UserError(f"--student_init {init!r} is not one of teacher, truncate, random")

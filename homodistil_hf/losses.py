@@ -80,9 +80,12 @@ def attention_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str = "kl
     if s.shape[1] != t.shape[1]:
         s, t = s.mean(1, keepdim=True), t.mean(1, keepdim=True)
     if kind == "kl":
-        # xlogy gives 0 * log 0 = 0, so padded keys (probability exactly 0) contribute nothing, and identical
-        # inputs give exactly 0.
-        per_row = (torch.xlogy(t, t) - torch.xlogy(t, s)).sum(-1)
+        # Keys with zero teacher probability (padding) contribute 0 * log(0 / s) = 0. Both logs read 1 there, so
+        # neither the value nor the gradient (t / s = 0 / 0) turns into NaN; identical inputs give exactly 0.
+        support = t > 0
+        t_safe = torch.where(support, t, torch.ones_like(t))
+        s_safe = torch.where(support, s, torch.ones_like(s))
+        per_row = (t * (t_safe.log() - s_safe.log())).sum(-1)
     elif kind == "mse":
         per_row = (s - t).pow(2).mean(-1)
     else:

@@ -89,7 +89,7 @@ class Pruner:
 
     def prune_to(self, widths: Shape) -> PruningState:
         """One pruning step: score, select the structures to keep at `widths`, apply."""
-        scores = self.importance.scores(self.groups)
+        scores = self.importance.scores(self.groups, None if self.physical else self._element_masks())
         new = self.select(scores, widths)
         new = self._broadcast(new)
         self.apply(new)
@@ -152,28 +152,55 @@ class Pruner:
         return (None if self.physical else heads), heads
 
     # --- reporting --------------------------------------------------------------------------------------------------
+    def _kept_along(self) -> dict[tuple[int, int], torch.Tensor]:
+        """(param id, dim) -> kept indices along that dim, for the full-size (masked) tensors."""
+        s = self.state
+        kept: dict[tuple[int, int], torch.Tensor] = {}
+        for g in self.groups:
+            if g.kind == "heads":
+                continue  # covered row by row by the qk and v groups
+            if g.kind == "hidden":
+                index = s.hidden
+            elif g.kind == "ffn":
+                index = s.layers[g.layer].ffn
+            else:
+                keep = s.layers[g.layer]
+                dims = keep.qk if g.kind == "qk" else keep.v
+                index = (keep.heads[:, None] * g.view[1] + dims).reshape(-1)
+            for p, dim in g.slices:
+                kept[(id(p), dim)] = index
+        return kept
+
+    def _element_masks(self) -> dict[nn.Parameter, torch.Tensor]:
+        """Masks mode: 1 on the weights of kept structures, 0 on pruned ones."""
+        kept = self._kept_along()
+        masks = {}
+        for p in prunable_parameters(self.groups):
+            mask = None
+            for dim, size in enumerate(p.shape):
+                index = kept.get((id(p), dim))
+                if index is None or len(index) == size:
+                    continue
+                axis = torch.zeros(size, device=p.device)
+                axis[index.to(p.device)] = 1
+                shape = [1] * p.dim()
+                shape[dim] = size
+                mask = axis.view(shape) if mask is None else mask * axis.view(shape)
+            if mask is not None:
+                masks[p] = mask
+        return masks
+
     def _prunable_numel(self) -> int:
         """Parameters the groups cover, as the physically pruned model would hold them."""
         params = prunable_parameters(self.groups)
         if self.physical:
             return sum(p.numel() for p in params)
-        # Masks: kept size along each pruned dim, from the state.
-        s = self.state
-        kept: dict[tuple[int, int], int] = {}
-        for g in self.groups:
-            if g.kind == "heads":
-                continue  # covered row by row by the qk and v groups
-            if g.kind == "hidden":
-                n = len(s.hidden)
-            elif g.kind == "ffn":
-                n = len(s.layers[g.layer].ffn)
-            else:
-                n = s.layers[g.layer].qk.numel()
-            for p, dim in g.slices:
-                kept[(id(p), dim)] = n
+        # Masks: the product of kept sizes along each dim, from the state.
+        kept = self._kept_along()
         total = 0
         for p in params:
-            total += int(torch.tensor([kept.get((id(p), d), size) for d, size in enumerate(p.shape)]).prod())
+            sizes = [len(kept[(id(p), d)]) if (id(p), d) in kept else size for d, size in enumerate(p.shape)]
+            total += int(torch.tensor(sizes).prod())
         return total
 
     def sparsity(self) -> float:

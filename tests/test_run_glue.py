@@ -400,6 +400,7 @@ def test_real_mrpc_folder_tiny_model(tmp_path, cls_model):
         (["--train_file", "{tmp}/missing.csv", "--do_train"], r"--train_file .*missing.csv does not exist"),
         (["--validation_file", "{tmp}/nolabel.csv", "--do_train"], r"--do_train needs --train_file"),
         (["--task_name", "rte", "--data_dir", "{tmp}/mrpc"], r"nothing to do"),
+        (["--task_name", "rte", "--data_dir", "{tmp}/mrpc", "--do_eval"], r"dev.tsv has no column 'sentence1'"),
         (["--do_eval"], r"no data: pass --task_name"),
         (["--task_name", "rte", "--do_eval"], r"Hub dataset nyu-mll/glue \(rte\) could not be loaded.*--data_dir"),
         (["--task_name", "rte", "--data_dir", "{tmp}/mrpc", "--do_eval", "--lora_r", "0"], r"--lora_r must be"),

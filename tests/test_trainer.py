@@ -1,0 +1,145 @@
+"""HomoDistilTrainer integration on tiny models: the loss terms, gradient accumulation, pruning and export."""
+
+import json
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import AutoModelForMaskedLM, AutoTokenizer, default_data_collator
+
+from homodistil_hf import HomoDistilConfig, HomoDistilTrainer
+from homodistil_hf.errors import UserError
+from homodistil_hf.testing import tiny_model
+
+
+def _dataset(n=8, length=16, vocab=200, seed=0, ragged=True):
+    """Pre-masked MLM examples (fixed labels, so every batching sees the same targets), with ragged padding."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for i in range(n):
+        ids = torch.randint(5, vocab, (length,), generator=g)
+        real = length - (i % 4) * 3 if ragged else length
+        mask = (torch.arange(length) < real).long()
+        labels = torch.full((length,), -100)
+        pick = torch.randperm(real, generator=g)[: max(1, real // 5)]
+        labels[pick] = ids[pick]
+        ids[pick] = 4  # [MASK]
+        ids[real:] = 0
+        rows.append({"input_ids": ids.tolist(), "attention_mask": mask.tolist(), "labels": labels.tolist()})
+    return Dataset.from_list(rows)
+
+
+def _args(tmp_path, **kw):
+    base = dict(output_dir=str(tmp_path), report_to="none", use_cpu=True, save_strategy="no", logging_steps=1,
+                max_steps=1, per_device_train_batch_size=8, learning_rate=0.1, optim="sgd", seed=0,
+                lr_scheduler_type="constant", max_grad_norm=0.0, disable_tqdm=True)
+    base.update(kw)
+    return HomoDistilConfig(**base)
+
+
+def test_gradient_accumulation_equals_one_large_batch(tmp_path):
+    teacher = tiny_model("bert", "mlm", seed=0)
+    student = tiny_model("bert", "mlm", seed=1).train()  # differs from the teacher, so every term is non-zero
+    data = _dataset()
+    results = []
+    for bs, ga in ((8, 1), (4, 2), (2, 4)):
+        s = tiny_model("bert", "mlm", seed=1).train()
+        trainer = HomoDistilTrainer(model=s, teacher=teacher, args=_args(tmp_path / f"{bs}", per_device_train_batch_size=bs,
+                                    gradient_accumulation_steps=ga), train_dataset=data,
+                                    data_collator=default_data_collator)
+        trainer.train()
+        log = trainer.state.log_history[0]
+        results.append((log, {n: p.detach().clone() for n, p in s.named_parameters()}))
+    ref_log, ref_params = results[0]
+    assert all(ref_log[k] > 0 for k in ("loss_mlm", "loss_pred", "loss_hidden", "loss_attn"))
+    for log, params in results[1:]:
+        for k in ("loss", "loss_mlm", "loss_pred", "loss_hidden", "loss_attn"):
+            assert log[k] == pytest.approx(ref_log[k], rel=1e-5), k
+        for name, value in params.items():
+            assert torch.allclose(value, ref_params[name], atol=1e-6), name
+    assert student is not None
+
+
+def test_terms_are_zero_for_an_identical_student_and_grow(tmp_path):
+    teacher = tiny_model("bert", "mlm")
+    trainer = HomoDistilTrainer(teacher=teacher, args=_args(tmp_path, max_steps=4, learning_rate=1.0,
+                                                            per_device_train_batch_size=4),
+                                train_dataset=_dataset(16), data_collator=default_data_collator)
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert [logs[0][k] for k in ("loss_pred", "loss_hidden", "loss_attn")] == [0.0, 0.0, 0.0]
+    assert all(logs[-1][k] > 0 for k in ("loss_pred", "loss_hidden", "loss_attn"))
+    assert logs[0]["loss"] == pytest.approx(logs[0]["loss_mlm"])
+
+
+def test_pruning_run_exports_a_stock_smaller_model(tmp_path, tiny_mlm_teacher):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_mlm_teacher)
+    args = _args(tmp_path / "out", max_steps=30, per_device_train_batch_size=4, learning_rate=1e-3, optim="adamw_torch",
+                 target_hidden_size=32, target_num_attention_heads=2, target_intermediate_size=48, prune_every=3,
+                 logging_steps=5, teacher_name_or_path=str(tiny_mlm_teacher))
+    trainer = HomoDistilTrainer(args=args, train_dataset=_dataset(40), data_collator=default_data_collator,
+                                processing_class=tokenizer)
+    trainer.train()
+    trainer.save_model()
+    logs = [h for h in trainer.state.log_history if "sparsity" in h]
+    sparsity = [h["sparsity"] for h in logs]
+    assert sparsity == sorted(sparsity) and sparsity[-1] > 0.5
+    assert logs[-1]["width_hidden"] == 32 and logs[-1]["width_ffn"] == 48
+    model, info = AutoModelForMaskedLM.from_pretrained(tmp_path / "out", output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    assert (model.config.hidden_size, model.config.num_attention_heads, model.config.intermediate_size) == (32, 2, 48)
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "homodistil" in card and str(tiny_mlm_teacher) in card
+    meta = json.loads((tmp_path / "out" / "homodistil.json").read_text())
+    assert meta["shape"] == {"hidden": 32, "heads": 2, "head_dim": 16, "intermediate": 48}
+    assert meta["params"] < meta["teacher_params"]
+    assert not (tmp_path / "out" / "training_args.bin").exists()
+
+
+def test_masks_and_physical_pruning_train_the_same_student(tmp_path):
+    teacher = tiny_model("bert", "mlm")
+    outputs = {}
+    for mode in ("physical", "masks"):
+        args = _args(tmp_path / mode, max_steps=12, per_device_train_batch_size=4, learning_rate=1e-3,
+                     optim="adamw_torch", target_hidden_size=48, target_num_attention_heads=3,
+                     target_intermediate_size=64, prune_every=2, pruning_mode=mode)
+        trainer = HomoDistilTrainer(teacher=teacher, args=args, train_dataset=_dataset(48),
+                                    data_collator=default_data_collator)
+        trainer.train()
+        compact = trainer.export(tmp_path / mode / "export")
+        outputs[mode] = (trainer.pruner.state, compact(input_ids=torch.tensor([[5, 9, 20, 31, 4]])).logits)
+    assert outputs["physical"][0].equals(outputs["masks"][0])
+    assert (outputs["physical"][1] - outputs["masks"][1]).abs().max() < 1e-4
+
+
+def test_teacher_without_mlm_head(tmp_path, caplog):
+    teacher = tiny_model("bert", "base")
+    data = _dataset(8).remove_columns(["labels"])
+    trainer = HomoDistilTrainer(teacher=teacher, args=_args(tmp_path, max_steps=2, per_device_train_batch_size=4),
+                                train_dataset=data, data_collator=default_data_collator)
+    with caplog.at_level("WARNING"):
+        trainer.train()
+    assert "no prediction head" in caplog.text
+    log = trainer.state.log_history[0]
+    assert "loss_pred" not in log and "loss_mlm" not in log and log["loss_hidden"] == 0.0
+
+    # A student with an MLM head still gets the MLM term from a head-less teacher.
+    student = AutoModelForMaskedLM.from_config(teacher.config)
+    student.base_model.load_state_dict(teacher.state_dict(), strict=False)
+    trainer = HomoDistilTrainer(model=student, teacher=teacher, args=_args(tmp_path / "mlm", max_steps=1),
+                                train_dataset=_dataset(8), data_collator=default_data_collator)
+    trainer.train()
+    assert trainer.state.log_history[0]["loss_mlm"] > 0
+
+
+def test_trainer_argument_errors(tmp_path):
+    with pytest.raises(UserError, match="HomoDistilConfig"):
+        from transformers import TrainingArguments
+
+        HomoDistilTrainer(teacher=tiny_model(), args=TrainingArguments(output_dir=str(tmp_path)))
+    with pytest.raises(UserError, match="no teacher"):
+        HomoDistilTrainer(args=_args(tmp_path))
+    with pytest.raises(UserError, match="--hidden_projection"):
+        HomoDistilTrainer(model=tiny_model(hidden_size=32, num_attention_heads=2), teacher=tiny_model(),
+                          args=_args(tmp_path))
