@@ -131,6 +131,8 @@ class HomoDistilTrainer(Trainer):
         self.target = target
         self._setup_maps(model, teacher)
         self._term_sums: dict[str, torch.Tensor] = {}
+        self._eval_term_sums: dict[str, torch.Tensor] = {}
+        self._eval_batches = 0
         self._terms_last_step = 0
         self._window: dict[str, torch.Tensor] | None = None
         self._saving_checkpoint = False
@@ -255,10 +257,12 @@ class HomoDistilTrainer(Trainer):
             raise NonFiniteLossError(f"the loss became non-finite at step {self.state.global_step} ({detail}); "
                                      "training stopped before saving broken weights; lower --learning_rate or check "
                                      "the data, then resume from the last checkpoint")
-        if training:
-            for name, value in terms.items():
-                detached = value.detach()
-                self._term_sums[name] = self._term_sums.get(name, torch.zeros_like(detached)) + detached
+        sums = self._term_sums if training else self._eval_term_sums
+        for name, value in terms.items():
+            detached = value.detach()
+            sums[name] = sums.get(name, torch.zeros_like(detached)) + detached
+        if not training:
+            self._eval_batches += 1
         return (loss, s_out) if return_outputs else loss
 
     def _pred_term(self, s_out, t_out, inputs, micro, training) -> torch.Tensor | None:
@@ -350,6 +354,19 @@ class HomoDistilTrainer(Trainer):
         if "loss" in logs and self.pruner is not None:
             logs.update(self.pruner.log_values())
         super().log(logs, start_time)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """The Trainer's evaluation, plus each distillation term averaged over the evaluation batches
+        (`eval_loss_hidden`, ...): the teacher-student discrepancy on held-out data."""
+        self._eval_term_sums, self._eval_batches = {}, 0
+        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        if self._eval_batches:
+            extra = {f"{metric_key_prefix}_{name}": nested_gather(value, self.args.parallel_mode).mean().item()
+                     / self._eval_batches for name, value in self._eval_term_sums.items()}
+            metrics.update(extra)
+            self.log(extra)
+        self._eval_term_sums, self._eval_batches = {}, 0
+        return metrics
 
     # --- checkpoints, resume, export --------------------------------------------------------------------------------
     def _save_checkpoint(self, model, trial):
