@@ -458,33 +458,14 @@ def test_missing_model_is_a_user_error(tmp_path):
     [("mrpc", "MRPC", "eval_f1"), ("stsb", "STS-B", "eval_spearmanr"), ("cola", "CoLA", "eval_matthews_correlation")],
 )
 def test_minilm_glue_short_run(tmp_path, task, folder, key):
-    results = main(
-        [
-            "--model_name_or_path",
-            str(minilm_path()),
-            "--task_name",
-            task,
-            "--data_dir",
-            str(shared_data_dir() / "glue" / folder),
-            "--max_train_samples",
-            "320",
-            "--do_train",
-            "--do_eval",
-            "--output_dir",
-            str(tmp_path / task),
-            "--use_cpu",
-            "--report_to",
-            "none",
-            "--save_strategy",
-            "no",
-            "--num_train_epochs",
-            "3",
-            "--learning_rate",
-            "5e-5",
-            "--per_device_train_batch_size",
-            "16",
-        ]
-    )
+    flags = (
+        "--max_train_samples 320 --do_train --do_eval --use_cpu --report_to none --save_strategy no "
+        "--num_train_epochs 10 --learning_rate 1e-4 --warmup_steps 0.1 --per_device_train_batch_size 16 "
+        "--per_device_eval_batch_size 64 --seed 42"
+    ).split()
+    data = str(shared_data_dir() / "glue" / folder)
+    results = main(["--model_name_or_path", str(minilm_path()), "--task_name", task, "--data_dir", data,
+                    "--output_dir", str(tmp_path / task), *flags])  # fmt: skip
     print(json.dumps({k: v for k, v in results.items() if k.startswith("eval_")}, indent=1))
     assert math.isfinite(results[key])
 
