@@ -91,24 +91,30 @@ class SensitivityImportance(Importance):
 
     @torch.no_grad()
     def step(self) -> None:
-        params = [p for p in self.params if p.grad is not None]
-        if not params:
-            return
-        for p in params:
+        # This runs every step of the pruning window over every prunable weight, so it is written to stream through
+        # memory as few times as possible, with no allocation: 5 in-place passes through one scratch buffer.
+        b1, b2 = 1.0 - self.beta1, 1.0 - self.beta2
+        for p in self.params:
+            if p.grad is None:
+                continue
             if p not in self.ema:
                 self.ema[p] = torch.zeros_like(p, dtype=torch.float32)
                 self.unc[p] = torch.zeros_like(p, dtype=torch.float32)
-        ema = [self.ema[p] for p in params]
-        unc = [self.unc[p] for p in params]
-        # Fused multi-tensor ops: this runs every step of the window, on every prunable weight.
-        sens = torch._foreach_mul([p.detach().float() for p in params], [p.grad.float() for p in params])
-        torch._foreach_abs_(sens)
-        torch._foreach_mul_(ema, self.beta1)
-        torch._foreach_add_(ema, sens, alpha=1 - self.beta1)
-        torch._foreach_sub_(sens, ema)
-        torch._foreach_abs_(sens)
-        torch._foreach_mul_(unc, self.beta2)
-        torch._foreach_add_(unc, sens, alpha=1 - self.beta2)
+            ema, unc = self.ema[p], self.unc[p]
+            sens = self._scratch(p)
+            torch.mul(p.detach(), p.grad, out=sens)  # I = |w * g|
+            sens.abs_()
+            ema.lerp_(sens, b1)  # I_bar = beta1 I_bar + (1 - beta1) I
+            sens.sub_(ema).abs_()  # |I - I_bar|
+            unc.lerp_(sens, b2)  # U_bar = beta2 U_bar + (1 - beta2) |I - I_bar|
+
+    def _scratch(self, p: nn.Parameter) -> torch.Tensor:
+        """A float32 view shaped like `p` into one buffer reused by every parameter."""
+        buf = getattr(self, "_buffer", None)
+        if buf is None or buf.numel() < p.numel() or buf.device != p.device:
+            size = max(q.numel() for q in self.params if q.device == p.device)
+            buf = self._buffer = torch.empty(size, dtype=torch.float32, device=p.device)
+        return buf[: p.numel()].view(p.shape)
 
     def element_scores(self):
         return {p: self.ema[p] * self.unc[p] for p in self.params if p in self.ema}
@@ -136,6 +142,7 @@ class SensitivityImportance(Importance):
     def close(self):
         self.ema.clear()
         self.unc.clear()
+        self._buffer = None
 
 
 class RandomImportance(Importance):

@@ -143,3 +143,42 @@ def test_trainer_argument_errors(tmp_path):
     with pytest.raises(UserError, match="--hidden_projection"):
         HomoDistilTrainer(model=tiny_model(hidden_size=32, num_attention_heads=2), teacher=tiny_model(),
                           args=_args(tmp_path))
+
+
+def test_push_to_hub_uploads_the_compact_export(tmp_path, monkeypatch, tiny_mlm_teacher):
+    """No network: the Hub client is replaced by a recorder; what would be uploaded is checked."""
+    import huggingface_hub
+
+    calls = {}
+
+    class FakeApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, private=None, exist_ok=False):
+            calls["repo"] = repo_id
+            return type("Repo", (), {"repo_id": repo_id})()
+
+        def upload_folder(self, repo_id, folder_path, **kwargs):
+            from pathlib import Path
+
+            calls["files"] = sorted(p.name for p in Path(folder_path).iterdir())
+            calls["ignore"] = kwargs["ignore_patterns"]
+            calls["config"] = json.loads((Path(folder_path) / "config.json").read_text())
+            return "url"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_mlm_teacher)
+    args = _args(tmp_path / "out", max_steps=4, per_device_train_batch_size=4, optim="adamw_torch",
+                 learning_rate=1e-3, target_hidden_size=32, target_num_attention_heads=2,
+                 target_intermediate_size=48, prune_every=1, prune_end=2, hub_model_id="me/tiny-homobert",
+                 teacher_name_or_path=str(tiny_mlm_teacher))
+    trainer = HomoDistilTrainer(args=args, train_dataset=_dataset(16), data_collator=default_data_collator,
+                                processing_class=tokenizer)
+    trainer.train()
+    assert trainer.push_to_hub() == "url"
+    assert calls["repo"] == "me/tiny-homobert"
+    assert {"config.json", "model.safetensors", "README.md", "tokenizer.json"} <= set(calls["files"])
+    assert calls["config"]["hidden_size"] == 32
+    assert "checkpoint-*" in calls["ignore"]
+    assert "me/tiny-homobert" in (tmp_path / "out" / "README.md").read_text()
