@@ -1,21 +1,31 @@
 """Corpora for task-agnostic distillation: load raw text (Hub dataset or local files), tokenise with the teacher's
 tokenizer, and pack into fixed-length blocks (like the transformers `run_mlm.py` example, cached by `datasets`).
 
+`ResumableMLMCollator` masks each batch from a generator seeded by the batch itself, so that a run resumed from a
+checkpoint sees exactly the masks the uninterrupted run saw.
+
 Also `builtin_corpus`: real English prose available on any machine with Python (the standard library's
 docstrings), so the offline quickstart needs no download.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import math
 import pkgutil
 import re
 import sys
 import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 
+import numpy as np
+import torch
 from datasets import DatasetDict, IterableDataset, load_dataset
+from transformers import DataCollatorForLanguageModeling, TrainerCallback
 
 from .errors import UserError
 
@@ -99,6 +109,40 @@ def pack_blocks(raw, tokenizer, max_seq_length: int, text_column_name: str | Non
                                   **({} if is_iterable else {"desc": f"Packing {name} into {max_seq_length}-token "
                                                                      "blocks"}))
     return out
+
+
+@dataclass
+class ResumableMLMCollator(DataCollatorForLanguageModeling):
+    """Dynamic MLM masking that resuming from a checkpoint reproduces exactly.
+
+    The stock collator draws masks from the global RNG, and the Trainer cannot restore that RNG exactly on resume:
+    the dataloader collates one batch ahead, so the RNG state saved in a checkpoint is the one after the next batch
+    was masked, and it is restored only after the first resumed batches were masked. Here each batch's masks come
+    from its own generator, seeded by (`mask_seed`, `epoch`, the batch's token ids): masks are still new every epoch,
+    the global RNG (dropout) is left alone, and a resumed run masks every batch as the uninterrupted run did.
+    `MaskEpochCallback` keeps `epoch` up to date.
+    """
+
+    mask_seed: int = 0
+    epoch: int = 0
+
+    def torch_call(self, examples):
+        digest = hashlib.blake2b(f"{self.mask_seed}:{self.epoch}:".encode(), digest_size=8)
+        for example in examples:
+            ids = example["input_ids"] if isinstance(example, Mapping) else example
+            digest.update(np.asarray(ids, dtype=np.int64).tobytes())
+        self.generator = torch.Generator().manual_seed(int.from_bytes(digest.digest(), "little") >> 1)
+        return super().torch_call(examples)
+
+
+class MaskEpochCallback(TrainerCallback):
+    """Tells a `ResumableMLMCollator` which epoch it masks (also right after resuming mid-epoch)."""
+
+    def __init__(self, collator: ResumableMLMCollator):
+        self.collator = collator
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.collator.epoch = math.floor((state.epoch or 0) + 1e-9)
 
 
 def builtin_corpus(path: str | Path, max_lines: int = 20000) -> Path:

@@ -231,6 +231,25 @@ class ActivationImportance(Importance):
         self.sums.clear()
         self.counts.clear()
 
+    def state_dict(self, names):
+        # The sums since the last pruning step, by module name: a resumed run scores on the same tokens.
+        modules = {id(m): n for n, m in self.model.named_modules()}
+        out = {}
+        for (module, which), total in self.sums.items():
+            if module in modules:
+                out[f"{modules[module]}::{which}::sum"] = total
+                out[f"{modules[module]}::{which}::count"] = torch.tensor(self.counts[(module, which)])
+        return out
+
+    def load_state_dict(self, tensors, params):
+        modules = dict(self.model.named_modules())
+        for key, value in tensors.items():
+            name, which, kind = key.rsplit("::", 2)
+            if name in modules and kind == "sum":
+                site = (id(modules[name]), which)
+                self.sums[site] = value.to(next(self.model.parameters()).device)
+                self.counts[site] = int(tensors[f"{name}::{which}::count"])
+
     def close(self):
         for h in self.handles:
             h.remove()

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import transformers
-from transformers import AutoTokenizer, DataCollatorForLanguageModeling, default_data_collator, set_seed
+from transformers import AutoTokenizer, default_data_collator, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..config import HomoDistilConfig
-from ..data import load_raw, pack_blocks
+from ..data import MaskEpochCallback, ResumableMLMCollator, load_raw, pack_blocks
 from ..errors import UserError
 from ..loading import load_config, load_teacher, make_student
 from ..shapes import resolve_target
@@ -149,14 +149,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     # Mask tokens only when some model predicts them: masking would otherwise just corrupt the inputs.
     has_mlm = any(_has_mlm_head(m) for m in (teacher, student))
-    collator = (DataCollatorForLanguageModeling(tokenizer, mlm_probability=data_args.mlm_probability)
+    # Masks are seeded per batch (not by the global RNG), so a resumed run masks exactly as the uninterrupted one.
+    collator = (ResumableMLMCollator(tokenizer, mlm_probability=data_args.mlm_probability, mask_seed=args.seed)
                 if has_mlm and data_args.mlm_probability > 0 else default_data_collator)
+    callbacks = [MaskEpochCallback(collator)] if isinstance(collator, ResumableMLMCollator) else []
     if not has_mlm:
         logger.info("neither teacher nor student has an MLM head: inputs are not masked")
 
     trainer = HomoDistilTrainer(model=student, teacher=teacher, args=args, student_state=student_state,
                                 train_dataset=train, eval_dataset=evaluation if args.do_eval else None,
-                                data_collator=collator, processing_class=tokenizer)
+                                data_collator=collator, processing_class=tokenizer, callbacks=callbacks)
     result = trainer.train(resume_from_checkpoint=resume or None)
     trainer.save_model()  # the compact, stock student (or the plain student when nothing is pruned)
     metrics = dict(result.metrics)
