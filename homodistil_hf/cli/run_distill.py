@@ -24,7 +24,9 @@ from ..config import HomoDistilConfig
 from ..data import MaskEpochCallback, ResumableMLMCollator, load_raw, pack_blocks
 from ..errors import UserError
 from ..loading import load_config, load_teacher, make_student
-from ..shapes import resolve_target
+from ..losses import parse_layer_map
+from ..pruner import STATE_FILE
+from ..shapes import Shape, resolve_target
 from ..trainer import HomoDistilTrainer
 from .common import parse_args, run_cli, setup_logging
 from .validate import check_output_dir, check_seq_length, check_tokenizer
@@ -102,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         raise UserError("--teacher_name_or_path is required: a Hub id or a local model folder")
     if data_args.streaming and args.max_steps <= 0:
         raise UserError("--streaming needs --max_steps (a streamed corpus has no length)")
+    HomoDistilTrainer._check_distributed_support(args)
     teacher_config = load_config(args.teacher_name_or_path)
     target = resolve_target(teacher_config, args)
     if model_args.student_init != "teacher" and target is None:
@@ -115,6 +118,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
             raise UserError(f"--resume_from_checkpoint: no checkpoint-* folder in {args.output_dir}")
     elif resume and not Path(resume).is_dir():
         raise UserError(f"--resume_from_checkpoint {resume} is not a folder")
+    pruning = model_args.student_init == "teacher" and target is not None and target != Shape.of_config(teacher_config)
+    if resume and pruning and not (Path(resume) / STATE_FILE).is_file():
+        raise UserError(f"--resume_from_checkpoint {resume} has no {STATE_FILE}: it was not written by a pruning run "
+                        "with these targets; resume from a checkpoint of this run, or drop the --target_* flags")
+    _check_student(model_args, args, teacher_config, target)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or args.teacher_name_or_path,
                                                   cache_dir=model_args.cache_dir)
@@ -126,13 +134,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                    data_args.validation_file, data_args.streaming, data_args.validation_split_percentage,
                    model_args.cache_dir)
 
-    set_seed(args.seed)
-    teacher = load_teacher(args.teacher_name_or_path, cache_dir=model_args.cache_dir)
-    student, student_state = make_student(teacher, model_args.student_init, target,
-                                          model_args.student_num_hidden_layers, seed=args.seed)
-    if model_args.student_head == "mlm":
-        student = _with_mlm_head(student)
-
+    # The corpus before the weights: its mistakes (no text column, too short) cost no model load.
     with args.main_process_first(desc="tokenising the corpus"):
         blocks = pack_blocks(raw, tokenizer, data_args.max_seq_length, data_args.text_column_name,
                              data_args.preprocessing_num_workers, data_args.overwrite_cache)
@@ -146,6 +148,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     evaluation = blocks.get("validation")
     if evaluation is not None and data_args.max_eval_samples is not None and not data_args.streaming:
         evaluation = evaluation.select(range(min(data_args.max_eval_samples, len(evaluation))))
+
+    set_seed(args.seed)
+    teacher = load_teacher(args.teacher_name_or_path, cache_dir=model_args.cache_dir)
+    student, student_state = make_student(teacher, model_args.student_init, target,
+                                          model_args.student_num_hidden_layers, seed=args.seed)
+    if model_args.student_head == "mlm":
+        student = _with_mlm_head(student)
 
     # Mask tokens only when some model predicts them: masking would otherwise just corrupt the inputs.
     has_mlm = any(_has_mlm_head(m) for m in (teacher, student))
@@ -175,6 +184,27 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if trainer.is_world_process_zero():
         logger.info("saved the student to %s", os.path.abspath(args.output_dir))
     return metrics
+
+
+def _check_student(model_args: ModelArguments, args: HomoDistilConfig, teacher_config, target: Shape | None) -> None:
+    """What the trainer would refuse after loading the weights, refused up front: depth, layer map, projection."""
+    teacher_layers = teacher_config.num_hidden_layers
+    depth = model_args.student_num_hidden_layers
+    if depth is not None and depth != teacher_layers and model_args.student_init != "random":
+        raise UserError(f"--student_num_hidden_layers {depth} needs --student_init random: HomoDistil keeps the "
+                        f"teacher's depth ({teacher_layers}) and prunes widths")
+    if depth is not None and depth < 1:
+        raise UserError(f"--student_num_hidden_layers must be >= 1 (got {depth})")
+    parse_layer_map(args.layer_map, depth or teacher_layers, teacher_layers)
+    hidden, teacher_hidden = (target.hidden if target else teacher_config.hidden_size), teacher_config.hidden_size
+    if model_args.student_init == "random" and args.alpha_hidden > 0 and hidden != teacher_hidden:
+        if not args.hidden_projection:
+            raise UserError(f"the student's hidden size ({hidden}) differs from the teacher's ({teacher_hidden}) and "
+                            "it is not a pruned copy: pass --hidden_projection to learn a projection, or "
+                            "--alpha_hidden 0")
+        if args.parallel_mode.value == "distributed":
+            raise UserError("--hidden_projection is not supported with several processes; use one process or "
+                            "--student_init teacher / truncate")
 
 
 def _has_mlm_head(model) -> bool:
