@@ -31,6 +31,7 @@ from .state import PruningState, selection_between
 from .surgery import finalize_attention_scale, prune_model
 
 EXPORT_INFO = "homodistil.json"
+_TMP_PREFIX = ".homodistil-export-"
 
 
 def compact_copy(model: nn.Module, state: PruningState | None = None, physical: bool = True) -> nn.Module:
@@ -116,7 +117,9 @@ def model_card(info: dict[str, Any]) -> str:
 def _atomic_save(folder: Path, write) -> None:
     """Call `write(tmpdir)`, then move each file into `folder` (each move atomic; weights last)."""
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".homodistil-export-", dir=folder))
+    for stale in folder.glob(f"{_TMP_PREFIX}*"):  # left by an export that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=folder))
     try:
         write(tmp)
         files = sorted((p for p in tmp.rglob("*") if p.is_file()), key=lambda p: p.suffix == ".safetensors")

@@ -369,7 +369,18 @@ class HomoDistilTrainer(Trainer):
         return metrics
 
     # --- checkpoints, resume, export --------------------------------------------------------------------------------
+    def _check_finite_weights(self, what: str) -> None:
+        """An update that overflowed leaves NaN / inf weights even when its step's loss was finite: refuse to save
+        them (the previous checkpoint stays the last one)."""
+        model = self.accelerator.unwrap_model(self.model)
+        bad = next((name for name, p in model.named_parameters() if not torch.isfinite(p.detach()).all()), None)
+        if bad is not None:
+            raise NonFiniteLossError(f"the weights became non-finite at step {self.state.global_step} ({bad}); the "
+                                     f"{what} was not written; lower --learning_rate (or set --max_grad_norm), then "
+                                     "resume from the last checkpoint")
+
     def _save_checkpoint(self, model, trial):
+        self._check_finite_weights("checkpoint")
         self._saving_checkpoint = True
         try:
             super()._save_checkpoint(model, trial)
@@ -379,6 +390,8 @@ class HomoDistilTrainer(Trainer):
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Checkpoints: the student as it trains, plus the pruning state. Otherwise: the compact, stock model."""
         output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self._saving_checkpoint:  # (checkpoints are checked in _save_checkpoint)
+            self._check_finite_weights("model")
         if self._saving_checkpoint or self.correspondence is None:
             super().save_model(output_dir, _internal_call)
             if self._saving_checkpoint and self.pruner is not None and self.args.should_save:
