@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
 import homodistil_hf.cli.run_distill as run_distill
 from homodistil_hf.cli.common import run_cli
-from homodistil_hf.testing import save_tiny_model, tiny_tokenizer, tiny_vocab, write_corpus
+from homodistil_hf.testing import save_tiny_model, tiny_model, tiny_tokenizer, tiny_vocab, write_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTINEL = "keep.txt"
@@ -222,6 +223,9 @@ def test_bad_input_in_process(case, data, tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit) as exit_info:
         run_cli(run_distill.main, _argv(case, teacher, d, out))
     _check(case, exit_info.value.code, capsys.readouterr().err, out, before, d, teacher)
+    # No global state left behind for the next run in this process (e.g. a half-built DeepSpeed config).
+    assert not is_deepspeed_zero3_enabled()
+    tiny_model()
 
 
 def _subprocess(case, data, tmp_path):

@@ -41,6 +41,11 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
     except ValueError as err:  # raised by a dataclass __post_init__ (ours or TrainingArguments')
         raise UserError(" ".join(str(err).split())) from None
     except ImportError as err:  # e.g. --deepspeed without the deepspeed package (TrainingArguments checks)
+        # transformers registers the DeepSpeed config globally before checking the package: unregister the
+        # half-built one, or every later model built in this process would consult it.
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
         text = " ".join(str(err).split())
         found = re.search(r"'([^']+)' distribution", text)
         need = found.group(1) if found else text
