@@ -263,7 +263,11 @@ class HomoDistilTrainer(Trainer):
             sums[name] = sums.get(name, torch.zeros_like(detached)) + detached
         if not training:
             self._eval_batches += 1
-        return (loss, s_out) if return_outputs else loss
+        if not return_outputs:
+            return loss
+        # Evaluation gathers the outputs across batches: hand back the predictions, not the per-layer states asked
+        # for the losses (their sequence lengths differ between batches, and they would only cost memory).
+        return loss, type(s_out)(**{k: v for k, v in s_out.items() if k not in ("hidden_states", "attentions")})
 
     def _pred_term(self, s_out, t_out, inputs, micro, training) -> torch.Tensor | None:
         if self._teacher_has_logits is None:

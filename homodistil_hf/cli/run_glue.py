@@ -203,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run GLUE fine-tuning / evaluation / prediction; returns the train and eval metrics."""
     model_args, data_args, training_args = parse_args((ModelArguments, DataTrainingArguments, HomoDistilConfig), argv)
     setup_logging()
-    require_actions(training_args)
+    require_actions(training_args, model_args)
     # Everything that can fail on the user's input is checked before the output folder is touched.
     data = load_data(data_args, training_args, model_args.cache_dir)
     check_output_dir(training_args)

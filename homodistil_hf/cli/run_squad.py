@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run SQuAD fine-tuning / evaluation; returns the train and eval metrics."""
     model_args, data_args, training_args = parse_args((ModelArguments, DataTrainingArguments, HomoDistilConfig), argv)
     setup_logging()
-    require_actions(training_args)
+    require_actions(training_args, model_args)
     if training_args.do_predict:
         raise UserError("run_squad has no --do_predict: evaluate a file with --do_eval --validation_file FILE")
     if training_args.eval_strategy != "no":

@@ -23,11 +23,13 @@ logger = logging.getLogger("homodistil_hf")
 class ModelArguments:
     """Which model and tokenizer to fine-tune, and whether to train LoRA adapters instead of all weights."""
 
-    model_name_or_path: str = field(
+    model_name_or_path: str | None = field(
+        default=None,
         metadata={
             "help": "Model to fine-tune: a local folder or a Hub id. A backbone with no task head (e.g. a "
-            "BertModel) gets a freshly initialized head."
-        }
+            "BertModel) gets a freshly initialized head. With --teacher_name_or_path (task-specific HomoDistil) it "
+            "defaults to the teacher: the student starts as an exact copy of the fine-tuned teacher."
+        },
     )
     config_name: str | None = field(default=None, metadata={"help": "Config name or path, if not the model's."})
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer name or path, if not the model's."})
@@ -96,10 +98,21 @@ class DataArgumentsBase:
         return {"num_proc": self.preprocessing_num_workers, "load_from_cache_file": not self.overwrite_cache}
 
 
-def require_actions(training_args) -> None:
-    """Fail early when none of --do_train / --do_eval / --do_predict is given."""
+def require_actions(training_args, model_args: ModelArguments | None = None) -> None:
+    """Fail early when none of --do_train / --do_eval / --do_predict is given, or the model is missing; resolve the
+    student of task-specific distillation (the teacher itself when --model_name_or_path is not given)."""
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         raise UserError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
+    if model_args is None:
+        return
+    teacher = training_args.teacher_name_or_path
+    if model_args.model_name_or_path is None:
+        if teacher is None:
+            raise UserError("--model_name_or_path is required: a local model folder or a Hub id")
+        model_args.model_name_or_path = teacher
+    if teacher is not None and model_args.use_lora and training_args.has_targets:
+        raise UserError("--use_lora cannot be combined with pruning targets (--target_*): the LoRA wrapper hides the "
+                        "weights that pruning slices; drop one of them")
 
 
 def check_output_dir(training_args) -> None:
@@ -190,7 +203,29 @@ def build_trainer(model, training_args, **kwargs) -> Trainer:
             "task-specific distillation is not available yet: drop --teacher_name_or_path to fine-tune without a "
             "teacher"
         ) from None
-    return HomoDistilTrainer(model=model, teacher=training_args.teacher_name_or_path, args=training_args, **kwargs)
+    from ..loading import load_teacher
+
+    # The teacher is the fine-tuned task model: load it with the student's head class so it has task logits.
+    unwrapped = getattr(model, "get_base_model", lambda: model)()
+    teacher = load_teacher(training_args.teacher_name_or_path, auto_class=_auto_class_of(unwrapped))
+    if getattr(teacher.config, "num_labels", None) != getattr(unwrapped.config, "num_labels", None):
+        raise UserError(
+            f"--teacher_name_or_path {training_args.teacher_name_or_path} has {teacher.config.num_labels} labels, the "
+            f"task {unwrapped.config.num_labels}: distil from a teacher fine-tuned on this task"
+        )
+    return HomoDistilTrainer(model=model, teacher=teacher, args=training_args, **kwargs)
+
+
+def _auto_class_of(model):
+    """The Auto class whose head `model` has (sequence classification or question answering)."""
+    from transformers import AutoModel, AutoModelForQuestionAnswering, AutoModelForSequenceClassification
+
+    name = type(model).__name__
+    if name.endswith("ForSequenceClassification"):
+        return AutoModelForSequenceClassification
+    if name.endswith("ForQuestionAnswering"):
+        return AutoModelForQuestionAnswering
+    return AutoModel
 
 
 def train(trainer: Trainer, training_args, num_examples: int) -> dict[str, Any]:
