@@ -68,6 +68,21 @@ class _StaticMap:
         return None, self.state.layers[layer].heads
 
 
+def needs_projection(student_hidden: int, teacher_hidden: int, args: HomoDistilConfig) -> bool:
+    """Whether the hidden term needs a learned projection for a student that is not a pruned copy of the teacher;
+    a `UserError` when one is needed but not asked for, or not possible."""
+    if args.alpha_hidden == 0 or student_hidden == teacher_hidden:
+        return False
+    if not args.hidden_projection:
+        raise UserError(f"the student's hidden size ({student_hidden}) differs from the teacher's ({teacher_hidden}) "
+                        "and it is not a pruned copy: pass --hidden_projection to learn a projection, or "
+                        "--alpha_hidden 0")
+    if args.parallel_mode.value == "distributed":
+        raise UserError("--hidden_projection is not supported with several processes; use one process or "
+                        "--student_init teacher / truncate")
+    return True
+
+
 class HomoDistilTrainer(Trainer):
     """Distil (and prune) a student from a teacher inside the Hugging Face Trainer.
 
@@ -168,14 +183,7 @@ class HomoDistilTrainer(Trainer):
         self.layer_map = parse_layer_map(args.layer_map, s_layers, t_layers)
         self.projection: nn.Linear | None = None
         s_hidden, t_hidden = student.config.hidden_size, teacher.config.hidden_size
-        if args.alpha_hidden > 0 and self.correspondence is None and s_hidden != t_hidden:
-            if not args.hidden_projection:
-                raise UserError(f"the student's hidden size ({s_hidden}) differs from the teacher's ({t_hidden}) and "
-                                "it is not a pruned copy: pass --hidden_projection to learn a projection, or "
-                                "--alpha_hidden 0")
-            if args.parallel_mode.value == "distributed":
-                raise UserError("--hidden_projection is not supported with several processes; use one process or a "
-                                "pruned copy of the teacher")
+        if self.correspondence is None and needs_projection(s_hidden, t_hidden, args):
             self.projection = nn.Linear(s_hidden, t_hidden).to(args.device)
 
     def create_optimizer(self, model=None):

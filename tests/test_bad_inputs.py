@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
@@ -132,14 +131,6 @@ def _argv(case: Case, teacher: Path, data: Path, out: Path) -> list[str]:
         elif value is not None:
             argv += [flag, value.format(**fill)]
     return argv + case.extra
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

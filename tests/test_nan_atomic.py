@@ -20,14 +20,6 @@ from homodistil_hf.shapes import Shape
 from homodistil_hf.testing import random_pruning_state, save_tiny_model, tiny_model, write_corpus
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("nan")

@@ -16,14 +16,6 @@ SAFE_SUFFIXES = {".safetensors", ".json", ".txt", ".md"}
 TRAINER_STATE_FILES = {"optimizer.pt", "scheduler.pt"}  # plus rng_state*.pth, inside checkpoint-* only
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _is_pickle(data: bytes) -> bool:
     """A pickle stream (protocols 2-5 start with the PROTO opcode) or a torch.save zip archive (holds data.pkl)."""
     return data[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or data[:4] == b"PK\x03\x04"

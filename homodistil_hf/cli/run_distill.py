@@ -27,7 +27,7 @@ from ..loading import load_config, load_teacher, make_student
 from ..losses import parse_layer_map
 from ..pruner import STATE_FILE
 from ..shapes import Shape, resolve_target
-from ..trainer import HomoDistilTrainer
+from ..trainer import HomoDistilTrainer, needs_projection
 from .common import parse_args, run_cli, setup_logging
 from .validate import check_output_dir, check_seq_length, check_tokenizer
 
@@ -197,14 +197,8 @@ def _check_student(model_args: ModelArguments, args: HomoDistilConfig, teacher_c
         raise UserError(f"--student_num_hidden_layers must be >= 1 (got {depth})")
     parse_layer_map(args.layer_map, depth or teacher_layers, teacher_layers)
     hidden, teacher_hidden = (target.hidden if target else teacher_config.hidden_size), teacher_config.hidden_size
-    if model_args.student_init == "random" and args.alpha_hidden > 0 and hidden != teacher_hidden:
-        if not args.hidden_projection:
-            raise UserError(f"the student's hidden size ({hidden}) differs from the teacher's ({teacher_hidden}) and "
-                            "it is not a pruned copy: pass --hidden_projection to learn a projection, or "
-                            "--alpha_hidden 0")
-        if args.parallel_mode.value == "distributed":
-            raise UserError("--hidden_projection is not supported with several processes; use one process or "
-                            "--student_init teacher / truncate")
+    if model_args.student_init == "random":
+        needs_projection(hidden, teacher_hidden, args)
 
 
 def _has_mlm_head(model) -> bool:

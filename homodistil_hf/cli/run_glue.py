@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, EvalPrediction, set_seed
+from transformers import AutoModelForSequenceClassification, EvalPrediction, set_seed
 
 from ..config import HomoDistilConfig
 from ..errors import UserError
@@ -38,6 +38,7 @@ from ..tasks import (
     load_model,
     load_tokenizer,
     maybe_wrap_lora,
+    padding_collator,
     require_actions,
     save_metrics,
     train,
@@ -228,13 +229,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             data_args.pad_to_max_length,
             **data_args.map_kwargs(),
         )
-    collator = (
-        None
-        if data_args.pad_to_max_length
-        else DataCollatorWithPadding(
-            tokenizer, pad_to_multiple_of=8 if training_args.fp16 or training_args.bf16 else None
-        )
-    )
+    collator = padding_collator(tokenizer, training_args, data_args.pad_to_max_length)
     trainer = build_trainer(
         model,
         training_args,

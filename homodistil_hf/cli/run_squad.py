@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
-from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding, default_data_collator, set_seed
+from transformers import AutoModelForQuestionAnswering, set_seed
 
 from ..config import HomoDistilConfig
 from ..errors import UserError
@@ -42,6 +42,7 @@ from ..tasks import (
     load_model,
     load_tokenizer,
     maybe_wrap_lora,
+    padding_collator,
     require_actions,
     save_metrics,
     train,
@@ -228,13 +229,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         examples["validation"] = limit(examples["validation"], data_args.max_eval_samples)
     with training_args.main_process_first(desc="windowing"):
         features = featurize(examples, tokenizer, data_args)
-    collator = (
-        default_data_collator
-        if data_args.pad_to_max_length
-        else DataCollatorWithPadding(
-            tokenizer, pad_to_multiple_of=8 if training_args.fp16 or training_args.bf16 else None
-        )
-    )
+    collator = padding_collator(tokenizer, training_args, data_args.pad_to_max_length)
     trainer = build_trainer(
         model,
         training_args,

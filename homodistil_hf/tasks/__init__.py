@@ -248,6 +248,16 @@ def save_metrics(trainer: Trainer, split: str, metrics: dict[str, Any]) -> None:
     trainer.save_metrics(split, metrics)
 
 
+def padding_collator(tokenizer, training_args, pad_to_max_length: bool):
+    """Dynamic padding (to multiples of 8 under mixed precision, for tensor cores), or plain stacking when every
+    example is already padded to --max_seq_length."""
+    from transformers import DataCollatorWithPadding, default_data_collator
+
+    if pad_to_max_length:
+        return default_data_collator
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if training_args.fp16 or training_args.bf16 else None)
+
+
 def limit(dataset, max_samples: int | None):
     """The first `max_samples` rows of `dataset` (all of them when None)."""
     if max_samples is None or max_samples >= len(dataset):
