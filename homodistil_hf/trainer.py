@@ -367,18 +367,30 @@ class HomoDistilTrainer(Trainer):
             logs.update(self.pruner.log_values())
         super().log(logs, start_time)
 
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """The Trainer's evaluation, plus each distillation term averaged over the evaluation batches
-        (`eval_loss_hidden`, ...): the teacher-student discrepancy on held-out data."""
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix: str = "eval"):
+        """The Trainer's evaluation loop, plus each distillation term averaged over the evaluation batches
+        (`eval_loss_hidden`, ...): the teacher-student discrepancy on held-out data. Added to the loop's metrics, so
+        they are logged in the same entry as `eval_loss` and reach `on_evaluate` callbacks."""
         self._eval_term_sums, self._eval_batches = {}, 0
-        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
         if self._eval_batches:
-            extra = {f"{metric_key_prefix}_{name}": nested_gather(value, self.args.parallel_mode).mean().item()
-                     / self._eval_batches for name, value in self._eval_term_sums.items()}
-            metrics.update(extra)
-            self.log(extra)
+            output.metrics.update({f"{metric_key_prefix}_{name}": nested_gather(value, self.args.parallel_mode)
+                                   .mean().item() / self._eval_batches for name, value in self._eval_term_sums.items()})
         self._eval_term_sums, self._eval_batches = {}, 0
-        return metrics
+        return output
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """The Trainer computes an evaluation loss only for batches with labels (or models whose forward takes
+        `return_loss`). Distilling a head-less model (e.g. a sentence-transformers `BertModel`) on raw text has
+        neither, so evaluation would run the student and report no `eval_loss`: here the loss is the distillation
+        loss itself, so compute it. Every other case is the Trainer's own prediction step."""
+        if self.label_names or self.can_return_loss:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
 
     # --- checkpoints, resume, export --------------------------------------------------------------------------------
     def _check_finite_weights(self, what: str) -> None:

@@ -1,0 +1,122 @@
+"""benchmarks/run.py end to end on a tiny random teacher and synthetic data: every part runs, results.json is
+well formed, the README and plots are written. (The real benchmark uses all-MiniLM-L6-v2; see benchmarks/README.md.)
+
+To stay fast, only the first GLUE fine-tuning is real and the ablation runs copy the `homodistil` run (the code that
+builds their commands and reads their outputs still runs); everything else runs for real on the tiny model."""
+
+import json
+import random
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from homodistil_hf.testing import save_tiny_model, write_corpus
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = "the man a woman is was dog cat plays runs on in good bad movie film great terrible".split()
+
+
+def _sentence(rng):
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 9)))
+
+
+def _write(path: Path, rows, bom=False):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(("\ufeff" if bom else "") + "\n".join("\t".join(r) for r in rows) + "\n", encoding="utf-8")
+
+
+def _glue(root: Path, n=24) -> Path:
+    """Tiny TSVs in the original GLUE layouts of SST-2, MRPC, RTE and STS-B (dev)."""
+    rng = random.Random(0)
+    for split in ("train", "dev"):
+        _write(root / "SST-2" / f"{split}.tsv",
+               [["sentence", "label"]] + [[_sentence(rng), str(rng.randint(0, 1))] for _ in range(n)])
+        _write(root / "MRPC" / f"{split}.tsv", [["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"]]
+               + [[str(rng.randint(0, 1)), str(i), str(i + 1), _sentence(rng), _sentence(rng)] for i in range(n)],
+               bom=True)
+        _write(root / "RTE" / f"{split}.tsv", [["index", "sentence1", "sentence2", "label"]]
+               + [[str(i), _sentence(rng), _sentence(rng), rng.choice(["entailment", "not_entailment"])]
+                  for i in range(n)])
+    head = ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2", "score"]
+    _write(root / "STS-B" / "dev.tsv", [head] + [[str(i), "g", "f", "y", str(i), "s", "s", _sentence(rng),
+                                                  _sentence(rng), f"{rng.uniform(0, 5):.3f}"] for i in range(n)])
+    return root
+
+
+def _fewer_real_runs(run, monkeypatch):
+    real = run.Bench.run_tool
+    done = set()
+
+    def run_tool(self, script, argv, log_file):
+        out = Path(argv[argv.index("--output_dir") + 1])
+        if script == "run_glue" and "run_glue" in done:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "eval_results.json").write_text(json.dumps({"eval_accuracy": 0.5, "eval_f1": 0.25}))
+            return {"wall_s": 0.0, "cpu_s": 0.0}
+        if script == "run_distill" and out.name.startswith(("sched_", "imp_")):
+            shutil.copytree(out.parent / "homodistil-s42", out, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("bench_record.json"))
+            return {"wall_s": 0.0, "cpu_s": 0.0}
+        done.add(script)
+        return real(self, script, argv, log_file)
+
+    monkeypatch.setattr(run.Bench, "run_tool", run_tool)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models: one thread avoids OpenMP hand-off latency on a loaded machine (5x faster here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_benchmark_pipeline_writes_results(tmp_path, monkeypatch, one_thread):
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import run
+
+    _fewer_real_runs(run, monkeypatch)
+
+    teacher = save_tiny_model(tmp_path / "teacher", "bert", "base", max_position_embeddings=64)
+    corpus = write_corpus(tmp_path / "corpus.txt", 600)
+    results_path, readme = tmp_path / "out" / "results.json", tmp_path / "out" / "README.md"
+    results = run.main(["--quick", "--inprocess", "--strict", "--teacher", str(teacher), "--target", "32,2,48",
+                        "--corpus", str(corpus), "--glue_dir", str(_glue(tmp_path / "glue")),
+                        "--work_dir", str(tmp_path / "work"), "--results", str(results_path), "--readme", str(readme)])
+
+    data = json.loads(results_path.read_text())
+    assert data == json.loads(json.dumps(results))
+    assert "errors" not in data
+    assert set(data["quality"]) == set(run.VARIANTS)
+    for v in run.VARIANTS:
+        assert {"stsb_spearman", "sst2_acc", "mrpc_acc", "rte_acc", "avg"} <= set(data["quality"][v])
+        assert data["quality"][v]["params"] < data["teacher"]["params"]
+    assert isinstance(data["homodistil_ahead_of_all_baselines"], bool)
+    speed = data["speed"]
+    assert speed["trainer_vs_reference_equal_shape"] > 0 and speed["trainer_vs_reference_pruning_run"] > 0
+    assert {"during", "after"} <= set(speed["runs"]["prune"]["phases"])
+    assert "before" in speed["runs"]["prune_late"]["phases"]
+    assert data["inference"]["speedup_flops"] > 1 and data["inference"]["efficiency"] > 0
+    assert set(data["memory"]["runs"]) == {"reference", "trainer_equal_shape", "trainer_pruning_physical",
+                                           "trainer_pruning_masks"}
+    phys = data["physical_vs_masks"]
+    assert phys["train_time_ratio"] > 0 and phys["runs"]["physical"]["params"] == phys["runs"]["masks"]["params"]
+    assert set(data["discrepancy"]) == set(run.VARIANTS)
+    assert all(h["eval_loss_hidden"] >= 0 for h in data["discrepancy"]["homodistil"])
+    assert len(data["ablations"]["schedule"]) == 5 and len(data["ablations"]["importance"]) == 4
+    text = readme.read_text()
+    assert "## 3. Quality" in text and "Not run yet" not in text
+    assert {p.name for p in (readme.parent / "figures").glob("*.png")} >= {"discrepancy.png", "schedule.png",
+                                                                          "importance.png", "physical_vs_masks.png"}
+
+
+def test_unknown_part_is_refused(tmp_path):
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import run
+
+    with pytest.raises(SystemExit, match="unknown part"):
+        run.main(["--only", "nope", "--teacher", str(tmp_path), "--corpus", "x", "--glue_dir", "y"])
