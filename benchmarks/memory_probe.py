@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import threading
 import time
 from pathlib import Path
 
-for _k, _v in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"),
-               ("TOKENIZERS_PARALLELISM", "false")):
-    os.environ.setdefault(_k, _v)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil  # noqa: E402
+
+from benchmarks import offline  # noqa: E402
+
+offline()
 
 
 class Sampler:
@@ -113,18 +113,7 @@ def probe_distill(argv) -> dict:
             sampler.end()
             seen["steps"] = state.global_step
 
-    base = run_distill.HomoDistilTrainer
-
-    class ProbedTrainer(base):
-        def __init__(self, *args, **kwargs):
-            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), MemoryCallback()]
-            super().__init__(*args, **kwargs)
-
-    run_distill.HomoDistilTrainer = ProbedTrainer
-    try:
-        run_distill.main(list(argv))
-    finally:
-        run_distill.HomoDistilTrainer = base
+    run_distill.main(list(argv), callbacks=[MemoryCallback()])
     sampler.stop()
     return _report(sampler, seen["before"], seen.get("steps", 0))
 

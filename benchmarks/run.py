@@ -16,6 +16,7 @@ See benchmarks/README.md for what each part measures.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -30,14 +31,14 @@ import time
 import traceback
 from pathlib import Path
 
-for _k, _v in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"),
-               ("TOKENIZERS_PARALLELISM", "false")):
-    os.environ.setdefault(_k, _v)
-
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from benchmarks import offline  # noqa: E402
+
+offline()
 
 PARTS = ("speed", "inference", "memory", "physical", "quality", "glue", "schedules", "importance")
 VARIANTS = ("homodistil", "truncate_kd", "oneshot_kd", "random_kd")
@@ -204,7 +205,7 @@ class Bench:
             return {"wall_s": time.perf_counter() - start,
                     "cpu_s": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)}
         with open(log_file, "w") as f:
-            path = HERE / "distill_cli.py" if script == "run_distill" else ROOT / f"{script}.py"
+            path = ROOT / (DISTILL if script == "run_distill" else f"{script}.py")
             proc = subprocess.Popen([sys.executable, str(path), *argv], stdout=f,
                                     stderr=subprocess.STDOUT, cwd=ROOT)
             _, status, usage = os.wait4(proc.pid, 0)
@@ -331,8 +332,8 @@ def part_speed(b: Bench) -> None:
         entry = {"steps": len(mine), "step_s": mine, "reference_step_s": ref[:len(mine)],
                  **ratio_stats(pairs)}
         if targets:
-            start = resolve_step(_flag(extra, "--prune_start", 0.0), n)
-            end = resolve_step(_flag(extra, "--prune_end", 0.5), n)
+            start = resolve_step(_flag(extra, "prune_start"), n)
+            end = resolve_step(_flag(extra, "prune_end"), n)
             entry["prune_start_step"], entry["prune_end_step"] = start, end
             entry["phases"] = {}
             for phase in ("before", "during", "after"):
@@ -356,8 +357,12 @@ def _phase(k: int, start: int, end: int) -> str:
     return "during" if k <= end else "after"
 
 
-def _flag(extra: list[str], flag: str, default: float) -> float:
-    return float(extra[extra.index(flag) + 1]) if flag in extra else default
+def _flag(extra: list[str], name: str) -> float:
+    """The value of `--name` in `extra`, else HomoDistilConfig's default."""
+    from homodistil_hf.config import HomoDistilConfig
+
+    flag = f"--{name}"
+    return float(extra[extra.index(flag) + 1]) if flag in extra else HomoDistilConfig.__dataclass_fields__[name].default
 
 
 def ratio_stats(pairs: list[tuple[float, float]]) -> dict:
@@ -561,7 +566,7 @@ def part_physical(b: Bench) -> None:
     if ls.errors:
         raise RuntimeError("physical/masks failed:\n" + "\n".join(ls.errors.values()))
     steps = b.cfg["steps"]
-    end = resolve_step(0.5, steps)
+    end = resolve_step(_flag([], "prune_end"), steps)
     out = {"commands": {m: command_line(DISTILL, a) for m, a in argvs.items()}, "lockstep_wall_s": wall,
            "prune_end_step": end, "runs": {}}
     for mode in argvs:
@@ -723,10 +728,7 @@ def _ablation(b: Bench, table: dict, key: str) -> None:
     out = {}
     for label, (name, extra) in table.items():
         rec = b.distill(name, seed, extra)
-        out[label] = {"run": name, "stsb_spearman": rec["stsb_spearman"], "params": rec["params"],
-                      "wall_s": rec["wall_s"], "train_runtime": rec.get("train_runtime"),
-                      "final_eval_loss": (rec["history"][-1] if rec["history"] else {}).get("eval_loss"),
-                      "command": rec["command"]}
+        out[label] = {"run": name, **_run_summary(rec)}
         # Other seeds of the same run, if the quality part made them (mean and spread).
         seeds = b.results.get("quality_runs", {}).get(name, {})
         if len(seeds) > 1:
@@ -768,20 +770,19 @@ def command_line(script: str, argv: list[str], script_path: bool = False) -> str
     return " ".join(shlex.quote(p) if not p.startswith("$") else p for p in parts)
 
 
+@functools.cache
+def _substitutions() -> tuple[tuple[str, str], ...]:
+    from homodistil_hf.testing import minilm_path
+
+    teacher = minilm_path()
+    return (*(((str(teacher), "$MINILM"),) if teacher is not None else ()),
+            (str(HERE / "_work"), "benchmarks/_work"), (str(HERE), "benchmarks"),
+            (str(ROOT.parent / "shared" / "data"), "$DATA"))
+
+
 def _short(value) -> str:
     text = str(value)
-    try:
-        from homodistil_hf.testing import minilm_path
-
-        teacher = minilm_path()
-    except Exception:  # noqa: BLE001
-        teacher = None
-    subs = [(str(HERE / "_work"), "benchmarks/_work"), (str(HERE), "benchmarks")]
-    if teacher is not None:
-        subs.insert(0, (str(teacher), "$MINILM"))
-    shared = ROOT.parent / "shared" / "data"
-    subs.append((str(shared), "$DATA"))
-    for old, new in subs:
+    for old, new in _substitutions():
         text = text.replace(old, new)
     return text
 

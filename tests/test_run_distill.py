@@ -84,8 +84,8 @@ def test_headless_teacher_reports_eval_discrepancy(tiny_base_teacher, corpus, tm
     """A head-less teacher (BertModel, like all-MiniLM-L6-v2) on raw text: batches have no labels, yet evaluation
     reports the distillation loss and each term, exactly 0 before any update (student = teacher copy)."""
     main(_flags(tiny_base_teacher, corpus, tmp_path / "o", "--max_steps", "4", "--validation_file", str(corpus),
-                         "--do_eval", "--eval_strategy", "steps", "--eval_steps", "4", "--eval_on_start", "true",
-                         "--max_eval_samples", "8", "--target_hidden_size", "32", "--prune_every", "2"))
+                "--do_eval", "--eval_strategy", "steps", "--eval_steps", "4", "--eval_on_start", "true",
+                "--max_eval_samples", "8", "--target_hidden_size", "32", "--prune_every", "2"))
     history = json.loads((tmp_path / "o" / "trainer_state.json").read_text())["log_history"]
     evals = [h for h in history if "eval_loss" in h]
     assert len(evals) >= 2, history  # step 0, step 4 (and the final evaluation of run_distill)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import transformers
-from transformers import AutoTokenizer, default_data_collator, set_seed
+from transformers import AutoTokenizer, TrainerCallback, default_data_collator, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..config import HomoDistilConfig
@@ -93,8 +93,8 @@ class DataArguments:
             raise UserError(f"--validation_split_percentage must be in 0..99 (got {self.validation_split_percentage})")
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    """Run a distillation; returns the final train (and eval) metrics."""
+def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback] = ()) -> dict:
+    """Run a distillation; returns the final train (and eval) metrics. `callbacks` are added to the trainer's."""
     model_args, data_args, args = parse_args((ModelArguments, DataArguments, HomoDistilConfig), argv)
     setup_logging()
     transformers.utils.logging.set_verbosity(args.get_process_log_level())
@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     # Masks are seeded per batch (not by the global RNG), so a resumed run masks exactly as the uninterrupted one.
     collator = (ResumableMLMCollator(tokenizer, mlm_probability=data_args.mlm_probability, mask_seed=args.seed)
                 if has_mlm and data_args.mlm_probability > 0 else default_data_collator)
-    callbacks = [MaskEpochCallback(collator)] if isinstance(collator, ResumableMLMCollator) else []
+    callbacks = [*callbacks, *([MaskEpochCallback(collator)] if isinstance(collator, ResumableMLMCollator) else [])]
     if not has_mlm:
         logger.info("neither teacher nor student has an MLM head: inputs are not masked")
 
