@@ -7,17 +7,17 @@ is distilled; the result is exported as a physically smaller model with a stock 
 from .config import HomoDistilConfig
 from .errors import UserError
 from .export import export_model, prune_to_shape
-from .importance import (
+from .pruning.importance import (
     ActivationImportance,
     Importance,
     MagnitudeImportance,
     RandomImportance,
     SensitivityImportance,
 )
-from .pruner import Pruner
-from .schedule import WidthSchedule
-from .shapes import Shape
-from .state import PruningState
+from .pruning.pruner import Pruner
+from .pruning.schedule import WidthSchedule
+from .pruning.shape import Shape
+from .pruning.state import PruningState
 from .trainer import HomoDistilTrainer
 from .version import __version__
 

@@ -1,54 +1,7 @@
-"""`PruningCallback`: runs the pruning loop inside the Trainer.
+"""Moved to `homodistil_hf.pruning.callback`; this old import path stays an alias of it."""
 
-Events used:
-- `on_train_begin`: fix the schedule from the run's length; let the optimizer state follow physical slices.
-- `on_pre_optimizer_step`: gradients of the step are complete (and synchronised under DDP); update importance, and
-  on pruning steps prune *before* the update, so the step's update already applies to the smaller student.
+import sys
 
-Checkpointing and resuming are done by `HomoDistilTrainer` (the state must be restored before weights load).
-"""
+from .pruning import callback as _module
 
-from __future__ import annotations
-
-import logging
-
-from transformers import TrainerCallback
-
-from .pruner import Pruner
-from .schedule import WidthSchedule, resolve_step
-from .surgery import optimizer_slicer
-
-logger = logging.getLogger(__name__)
-
-
-class PruningCallback(TrainerCallback):
-    """Scores and prunes the student on the schedule of `HomoDistilConfig` (see `Pruner`)."""
-
-    def __init__(self, pruner: Pruner):
-        self.pruner = pruner
-
-    def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
-        pruner = self.pruner
-        start, end = resolve_step(args.prune_start, state.max_steps), resolve_step(args.prune_end, state.max_steps)
-        end = max(end, start)
-        pruner.schedule = WidthSchedule(pruner.initial, pruner.target, start, end, args.prune_every,
-                                        args.pruning_schedule)
-        if optimizer is not None and pruner.physical:
-            pruner.listeners = [optimizer_slicer(optimizer)]
-        if end > state.max_steps:
-            logger.warning("pruning ends at step %d, after the last step (%d): the target will not be reached; "
-                           "lower --prune_end or raise --max_steps", end, state.max_steps)
-        logger.info("HomoDistil: pruning %s -> %s, %s schedule from step %d to %d, every %d steps, %s importance, "
-                    "%s", pruner.initial, pruner.target, args.pruning_schedule, start, end, args.prune_every,
-                    pruner.importance.name, "physical" if pruner.physical else "masks")
-
-    def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        pruner, step = self.pruner, state.global_step
-        if pruner.in_importance_window(step):
-            pruner.importance.step()
-        if pruner.should_prune(step):
-            widths = pruner.schedule.widths_at(step)
-            pruner.prune_to(widths)
-            logger.info("step %d: pruned to %s (sparsity %.3f)", step, widths, pruner.sparsity())
-            if pruner.done:
-                pruner.importance.close()  # free the score buffers: nothing more to prune
+sys.modules[__name__] = _module

@@ -1,62 +1,7 @@
-"""Width schedules: how each width falls from the teacher's to the target between `start` and `end` steps.
+"""Moved to `homodistil_hf.pruning.schedule`; this old import path stays an alias of it."""
 
-`cubic` (the paper's, after Zhu & Gupta 2017): w(t) = target + (initial - target) * (1 - p)^3 with p the fraction of
-the pruning window elapsed, so most structures go early, while the student is still close to the teacher, and the
-last ones slowly. `linear` uses (1 - p); `oneshot` jumps to the target at `start`. Widths are rounded up, so they never
-grow back and reach the target exactly at `end`.
-"""
+import sys
 
-from __future__ import annotations
+from .pruning import schedule as _module
 
-import math
-from dataclasses import dataclass, fields
-
-from .shapes import Shape
-
-
-def resolve_step(value: float, max_steps: int) -> int:
-    """A step given as a fraction of training (< 1) or as an absolute step (>= 1)."""
-    return int(round(value * max_steps)) if value < 1 else int(value)
-
-
-@dataclass(frozen=True)
-class WidthSchedule:
-    """Widths at every optimizer step, for one run."""
-
-    initial: Shape
-    target: Shape
-    start: int
-    end: int
-    every: int = 10
-    kind: str = "cubic"
-
-    def fraction_kept(self, step: int) -> float:
-        """1 before the window, 0 after it, and the schedule's curve in between."""
-        if step < self.start:
-            return 1.0
-        if self.kind == "oneshot" or step >= self.end or self.end <= self.start:
-            return 0.0
-        p = (step - self.start) / (self.end - self.start)
-        return (1.0 - p) ** 3 if self.kind == "cubic" else 1.0 - p
-
-    def widths_at(self, step: int) -> Shape:
-        """The widths the student should have after pruning at `step`."""
-        keep = self.fraction_kept(step)
-        values = {}
-        for f in fields(Shape):
-            lo, hi = getattr(self.target, f.name), getattr(self.initial, f.name)
-            # Round up (with a little slack for float error) so widths only fall and hit the target at `end`.
-            values[f.name] = min(hi, max(lo, math.ceil(lo + (hi - lo) * keep - 1e-9)))
-        return Shape(**values)
-
-    def is_pruning_step(self, step: int) -> bool:
-        """Whether a pruning step happens at `step`: every `every` steps inside the window, and at its end."""
-        if step < self.start:
-            return False
-        if self.kind == "oneshot":
-            return step == self.start
-        return (step - self.start) % self.every == 0 or step == self.end
-
-    def importance_window(self) -> tuple[int, int]:
-        """Steps during which importance scores must be kept up to date (one pruning period of warm-up)."""
-        return max(0, self.start - self.every), self.end
+sys.modules[__name__] = _module

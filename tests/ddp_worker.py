@@ -81,7 +81,7 @@ def main(argv):
 
     def recorded_select(self, scores, widths):
         pruners.append(self)
-        decisions.append({"widths": list(vars(widths).values()),
+        decisions.append({"widths": list(widths.as_dict().values()),
                           "scores": {k: v.float().reshape(-1).tolist() for k, v in scores.items()}})
         return select(self, scores, widths)
 

@@ -146,9 +146,13 @@ def test_surgery_keeps_dtype_ties_grads_and_optimizer_state():
 
 
 def test_unknown_heads_and_types_are_refused():
-    from transformers import AutoModelForMultipleChoice, GPT2Config
+    from transformers import AutoModelForMultipleChoice, MixtralConfig, OPTConfig
 
-    with pytest.raises(UserError, match="supported model types: bert, electra, roberta"):
-        check_model_supported(AutoModel.from_config(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)))
+    with pytest.raises(UserError, match="'opt' is not supported .* supported model types: bert, electra, gpt2"):
+        check_model_supported(AutoModel.from_config(OPTConfig(num_hidden_layers=1, hidden_size=16, ffn_dim=32,
+                                                              num_attention_heads=2, vocab_size=50)))
+    with pytest.raises(UserError, match="mixture-of-experts"):
+        check_model_supported(MixtralConfig(num_hidden_layers=1, hidden_size=16, intermediate_size=32,
+                                            num_attention_heads=2, num_key_value_heads=1, vocab_size=50))
     with pytest.raises(UserError, match="does not map"):
         check_model_supported(AutoModelForMultipleChoice.from_config(tiny_config("electra")))

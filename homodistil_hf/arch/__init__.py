@@ -1,15 +1,21 @@
-"""Per-architecture structure maps. `get_adapter(model_or_config)` returns the adapter or refuses the model."""
+"""Per-family structure maps. `get_adapter(model_or_config)` returns the family's adapter or refuses the model with
+one line naming the supported model types."""
 
 from __future__ import annotations
 
 from ..errors import UserError
 from .base import ArchAdapter, HiddenParts, LayerParts
 from .bert import BertAdapter
+from .decoder import LlamaLikeAdapter
 from .electra import ElectraAdapter
+from .encoder import EncoderAdapter
+from .gpt2 import GPT2Adapter
 from .roberta import RobertaAdapter
 
-ADAPTERS: dict[str, type[ArchAdapter]] = {t: cls for cls in (BertAdapter, RobertaAdapter, ElectraAdapter)
-                                          for t in cls.model_types}
+ADAPTERS: dict[str, type[ArchAdapter]] = {
+    t: cls for cls in (BertAdapter, RobertaAdapter, ElectraAdapter, LlamaLikeAdapter, GPT2Adapter)
+    for t in cls.model_types
+}
 SUPPORTED_MODEL_TYPES = tuple(sorted(ADAPTERS))
 
 
@@ -18,16 +24,17 @@ def get_adapter(model_or_config) -> ArchAdapter:
     config = getattr(model_or_config, "config", model_or_config)
     model_type = getattr(config, "model_type", None)
     if model_type not in ADAPTERS:
-        raise UserError(f"model type {model_type!r} is not supported for pruning; supported model types: "
+        moe = any(getattr(config, k, None) for k in ("num_local_experts", "num_experts", "n_routed_experts"))
+        kind = " (a mixture-of-experts model)" if moe else ""
+        raise UserError(f"model type {model_type!r}{kind} is not supported for pruning; supported model types: "
                         f"{', '.join(SUPPORTED_MODEL_TYPES)}")
-    if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
-        raise UserError(f"{model_type} configured as a decoder (is_decoder / add_cross_attention) is not supported: "
-                        "HomoDistil prunes bidirectional encoders")
-    return ADAPTERS[model_type]()
+    adapter = ADAPTERS[model_type]()
+    adapter.check_config(config)
+    return adapter
 
 
 def check_model_supported(model) -> ArchAdapter:
-    """`get_adapter`, plus a check that every weight-bearing module is mapped (refuses unknown heads)."""
+    """`get_adapter`, plus a check that every module holding parameters is mapped (refuses unknown heads)."""
     adapter = get_adapter(model)
     uncovered = adapter.uncovered_modules(model)
     if uncovered:
@@ -36,5 +43,5 @@ def check_model_supported(model) -> ArchAdapter:
     return adapter
 
 
-__all__ = ["ADAPTERS", "SUPPORTED_MODEL_TYPES", "ArchAdapter", "HiddenParts", "LayerParts", "check_model_supported",
-           "get_adapter"]
+__all__ = ["ADAPTERS", "SUPPORTED_MODEL_TYPES", "ArchAdapter", "EncoderAdapter", "HiddenParts", "LayerParts",
+           "check_model_supported", "get_adapter"]

@@ -1,13 +1,21 @@
-"""What an architecture adapter is: a map from the prunable structures to a model's modules.
+"""The adapter interface: everything model-specific that pruning needs, and nothing else.
 
-An adapter answers three questions about a model, and nothing else:
-- which modules make up each transformer layer (`LayerParts`): the attention projections, the FFN, the LayerNorms;
-- which modules carry the hidden (residual) width (`HiddenParts`): embeddings, LayerNorms, and every Linear that
-  reads or writes the residual stream, task heads included;
-- how a shape is written into the model family's stock config (`write_config`).
+An adapter maps a model family onto the structure vocabulary of `homodistil_hf.pruning`:
+- `layers(model)`: per transformer layer, the attention module, the q / k / v projections (`Proj`: a module and the
+  offset of its part, so fused projections work), the output projection, the FFN input projections (gate and up, or
+  one) and output projection;
+- `hidden_parts(model)`: every module carrying the hidden (residual) width: embeddings, norms, modules reading it,
+  modules writing it (task and LM heads included; a tied weight is sliced once);
+- `free_modules(model)`: modules with parameters but no prunable width (per-head q/k norms, position tables of
+  another width), so that the coverage check can refuse anything the adapter does not know;
+- the attention attributes rewritten after slicing (`set_attention`) and the stock softmax scale (`stock_scaling`);
+- the stock config: `shape_of(config)`, `write_config(config, shape)`, `check_shape(...)` (what the family's config
+  can express), and the family's flags: `prunes_head_dim` (not under rotary embeddings), `hidden_per_head` (the config
+  requires hidden % heads == 0, so every intermediate width must keep it), `attention_width_is_hidden` (no head_dim
+  in the config), `causal_lm` (distilled on next-token prediction).
 
-Surgery, masking, importance and export are generic over these maps, so supporting a new encoder family means writing
-one small subclass of `ArchAdapter`.
+Surgery, masking, importance, schedule and export only call these, so adding a family is one file (see README,
+"Adding a model family").
 """
 
 from __future__ import annotations
@@ -17,35 +25,45 @@ from typing import ClassVar
 
 from torch import nn
 
+from ..pruning.modules import Proj, is_norm
+from ..pruning.shape import Shape
+
 
 @dataclass
 class LayerParts:
     """The modules of one transformer layer that pruning touches."""
 
-    attention: nn.Module  # the self-attention module: holds num_attention_heads, attention_head_size, scaling
-    query: nn.Linear
-    key: nn.Linear
-    value: nn.Linear
-    attn_out: nn.Linear  # attention output projection: reads the per-head context, writes the residual stream
-    attn_norm: nn.LayerNorm
-    ffn_in: nn.Linear
-    ffn_out: nn.Linear
-    ffn_norm: nn.LayerNorm
+    attention: nn.Module  # holds the head count / head size / scale attributes that `set_attention` rewrites
+    q: Proj  # query rows, head-major: [heads x head_dim]
+    k: Proj  # key rows, head-major over key/value heads
+    v: Proj  # value rows, head-major over key/value heads
+    o: nn.Module  # attention output projection: reads the per-head context (query heads), writes the residual
+    ffn_in: list[Proj]  # FFN input projections (up; gate and up): their output features are the FFN neurons
+    ffn_out: nn.Module  # FFN output projection: reads the neurons, writes the residual
 
 
 @dataclass
 class HiddenParts:
     """Every module whose weights have a hidden-width dimension (one shared set of channels).
 
-    `in_linears` read the residual stream (their input columns are hidden channels), `out_linears` write it (their
-    output rows are hidden channels); a Linear can be both (pooler, MLM transform). A weight shared by two modules
-    (a tied decoder) is sliced once.
+    `inputs` read the residual stream (their input features are hidden channels), `outputs` write it (their output
+    features are); a module can be both (pooler, MLM transform). A weight shared by two modules (tied embeddings) is
+    sliced once.
     """
 
     embeddings: list[nn.Embedding] = field(default_factory=list)
-    norms: list[nn.LayerNorm] = field(default_factory=list)
-    in_linears: list[nn.Linear] = field(default_factory=list)
-    out_linears: list[nn.Linear] = field(default_factory=list)
+    norms: list[nn.Module] = field(default_factory=list)
+    inputs: list[nn.Module] = field(default_factory=list)
+    outputs: list[nn.Module] = field(default_factory=list)
+
+    # Old names (encoder adapters wrote `in_linears` / `out_linears`).
+    @property
+    def in_linears(self) -> list[nn.Module]:
+        return self.inputs
+
+    @property
+    def out_linears(self) -> list[nn.Module]:
+        return self.outputs
 
 
 def get_module(root: nn.Module, path: str) -> nn.Module | None:
@@ -59,105 +77,95 @@ def get_module(root: nn.Module, path: str) -> nn.Module | None:
 
 
 class ArchAdapter:
-    """Base adapter for BERT-like encoders (post-LayerNorm, `encoder.layer[i]` with `attention.self/output`,
-    `intermediate`, `output`). Subclasses list their head modules and model types."""
+    """Interface of a model-family adapter (see the module docstring). Subclasses implement the structure maps and
+    the config; the defaults here are the parts every family shares."""
 
     model_types: ClassVar[tuple[str, ...]] = ()
-    # Head modules, as dotted paths from the top model; a path absent from a given head class is skipped.
-    head_in_linears: ClassVar[tuple[str, ...]] = ()  # read hidden only
-    head_inout_linears: ClassVar[tuple[str, ...]] = ()  # hidden -> hidden
-    head_norms: ClassVar[tuple[str, ...]] = ()
-    # Head modules that have no hidden-width dimension (safe to leave alone), for the coverage check.
-    head_other: ClassVar[tuple[str, ...]] = ()
+    prunes_head_dim: ClassVar[bool] = True  # False under rotary position embeddings (they pair head dims)
+    hidden_per_head: ClassVar[bool] = False  # the stock config validates hidden % num_attention_heads == 0
+    attention_width_is_hidden: ClassVar[bool] = False  # no head_dim in the config: heads x head size = hidden
+    causal_lm: ClassVar[bool] = False  # a decoder: distilled on next-token prediction
+
+    # --- checks -----------------------------------------------------------------------------------------------------
+    def check_config(self, config) -> None:
+        """Refuse a configuration of the family that the adapter does not handle (one `UserError` line)."""
 
     # --- structure maps ---------------------------------------------------------------------------------------------
     def base(self, model: nn.Module) -> nn.Module:
-        """The backbone (e.g. `BertModel`) of any head class."""
+        """The backbone of any head class."""
         return model.base_model
 
     def layers(self, model: nn.Module) -> list[LayerParts]:
-        """The parts of each transformer layer, in order."""
-        parts = []
-        for layer in self.base(model).encoder.layer:
-            parts.append(
-                LayerParts(
-                    attention=layer.attention.self,
-                    query=layer.attention.self.query,
-                    key=layer.attention.self.key,
-                    value=layer.attention.self.value,
-                    attn_out=layer.attention.output.dense,
-                    attn_norm=layer.attention.output.LayerNorm,
-                    ffn_in=layer.intermediate.dense,
-                    ffn_out=layer.output.dense,
-                    ffn_norm=layer.output.LayerNorm,
-                )
-            )
-        return parts
-
-    def embedding_parts(self, model: nn.Module) -> HiddenParts:
-        """Embedding modules that carry the hidden width (the embeddings LayerNorm included)."""
-        emb = self.base(model).embeddings
-        return HiddenParts(
-            embeddings=[m for m in (emb.word_embeddings, emb.position_embeddings,
-                                    getattr(emb, "token_type_embeddings", None)) if m is not None],
-            norms=[emb.LayerNorm],
-        )
+        raise NotImplementedError
 
     def hidden_parts(self, model: nn.Module) -> HiddenParts:
-        """All modules carrying the hidden width: embeddings, every layer, pooler and task heads."""
-        parts = self.embedding_parts(model)
-        for layer in self.layers(model):
-            parts.in_linears += [layer.query, layer.key, layer.value, layer.ffn_in]
-            parts.out_linears += [layer.attn_out, layer.ffn_out]
-            parts.norms += [layer.attn_norm, layer.ffn_norm]
-        pooler = getattr(self.base(model), "pooler", None)
-        if pooler is not None:
-            parts.in_linears.append(pooler.dense)
-            parts.out_linears.append(pooler.dense)
-        for path in self.head_inout_linears:
-            if isinstance(module := get_module(model, path), nn.Linear):
-                parts.in_linears.append(module)
-                parts.out_linears.append(module)
-        for path in self.head_in_linears:
-            if isinstance(module := get_module(model, path), nn.Linear):
-                parts.in_linears.append(module)
-        for path in self.head_norms:
-            if isinstance(module := get_module(model, path), nn.LayerNorm):
-                parts.norms.append(module)
-        return parts
+        raise NotImplementedError
+
+    def free_modules(self, model: nn.Module) -> list[nn.Module]:
+        """Modules with parameters and no prunable width (left as they are)."""
+        return []
 
     def uncovered_modules(self, model: nn.Module) -> list[str]:
-        """Names of weight-bearing modules that this adapter does not map (a head it does not know).
+        """Names of modules holding a parameter that the adapter neither maps nor declares free (a parameter shared
+        with a mapped module, such as a tied decoder bias, counts as mapped).
 
         Pruning would leave such a module with stale shapes, so the caller refuses the model instead.
         """
-        parts = self.hidden_parts(model)
-        known = {id(m) for m in parts.embeddings + parts.norms + parts.in_linears + parts.out_linears}
-        known |= {id(m) for m in self.extra_known_modules(model)}
-        for path in self.head_other:
-            if (module := get_module(model, path)) is not None:
-                known |= {id(m) for m in module.modules()}
+        hidden = self.hidden_parts(model)
+        known = hidden.embeddings + hidden.norms + hidden.inputs + hidden.outputs
+        for parts in self.layers(model):
+            known += [parts.q.module, parts.k.module, parts.v.module, parts.o, parts.ffn_out]
+            known += [p.module for p in parts.ffn_in]
+        mapped = {id(p) for m in known for p in m.parameters(recurse=False)}
+        mapped |= {id(p) for m in self.free_modules(model) for p in m.parameters()}
         names = []
         for name, module in model.named_modules():
-            if isinstance(module, nn.Linear | nn.LayerNorm | nn.Embedding) and id(module) not in known:
+            if any(id(p) not in mapped for p in module.parameters(recurse=False)):
                 names.append(name)
         return names
 
-    def extra_known_modules(self, model: nn.Module) -> list[nn.Module]:
-        """Modules without a hidden-width dimension that the base adapter knows (none for BERT)."""
-        return []
+    # --- attention --------------------------------------------------------------------------------------------------
+    def attention_dims(self, parts: LayerParts) -> tuple[int, int, int]:
+        """(query heads, key/value heads, head size) of a layer as it is now."""
+        raise NotImplementedError
+
+    def set_attention(self, parts: LayerParts, heads: int, kv_heads: int, head_dim: int) -> None:
+        """Rewrite the attention module's attributes after its projections were sliced (the scale stays: see
+        `stock_scaling`)."""
+        raise NotImplementedError
+
+    def stock_scaling(self, parts: LayerParts) -> float | None:
+        """The softmax scale a stock config implies for the layer's current head size (None: the family derives it
+        at run time). While training, the teacher's scale stays and pruned query/key dims simply stop contributing;
+        export folds the difference into the query weights."""
+        return None
+
+    def disable_attention_dropout(self, parts: LayerParts) -> bool:
+        """Switch off attention-probability dropout in the layer (distilled attention maps must be distributions);
+        True if anything changed."""
+        dropout = getattr(parts.attention, "dropout", None)
+        if isinstance(dropout, nn.Dropout) and dropout.p > 0:
+            dropout.p = 0.0
+            return True
+        if isinstance(getattr(parts.attention, "attention_dropout", None), float) and parts.attention.attention_dropout:
+            parts.attention.attention_dropout = 0.0
+            return True
+        return False
 
     # --- config -----------------------------------------------------------------------------------------------------
-    def write_config(self, config, hidden: int, heads: int, intermediate: int) -> None:
+    def shape_of(self, config) -> Shape:
+        """The prunable widths of a stock config."""
+        raise NotImplementedError
+
+    def write_config(self, config, shape: Shape) -> None:
         """Write a shape into the stock config of the family."""
-        config.hidden_size = hidden
-        config.num_attention_heads = heads
-        config.intermediate_size = intermediate
+        raise NotImplementedError
 
-    def head_dim(self, config) -> int:
-        """The per-head width a stock config implies."""
-        return config.hidden_size // config.num_attention_heads
-
-    def shape_constraints(self, config, hidden: int, heads: int) -> str | None:
-        """Extra family-specific constraints on a target; a message if violated (ELECTRA uses it)."""
+    def check_shape(self, config, teacher: Shape, target: Shape) -> str | None:
+        """Family-specific constraints on a target beyond the generic ones; a message if violated."""
         return None
+
+
+def norms_in(module: nn.Module) -> list[nn.Module]:
+    """Every norm inside `module`, in order."""
+    return [m for m in module.modules() if is_norm(m)]

@@ -1,10 +1,10 @@
 """BERT adapter (BertModel, ForMaskedLM, ForPreTraining, ForSequenceClassification, ForQuestionAnswering,
 ForTokenClassification, ForMultipleChoice, ForNextSentencePrediction)."""
 
-from .base import ArchAdapter
+from .encoder import EncoderAdapter
 
 
-class BertAdapter(ArchAdapter):
+class BertAdapter(EncoderAdapter):
     model_types = ("bert",)
     head_inout_linears = ("cls.predictions.transform.dense",)
     # The MLM decoder's weight is tied to the word embeddings: sliced once, its in_features updated.

@@ -8,10 +8,12 @@ embeddings carry the hidden channels and `embedding_size` follows `hidden_size`.
 
 from torch import nn
 
-from .base import ArchAdapter, HiddenParts, get_module
+from ..pruning.shape import Shape
+from .base import HiddenParts, get_module
+from .encoder import EncoderAdapter
 
 
-class ElectraAdapter(ArchAdapter):
+class ElectraAdapter(EncoderAdapter):
     model_types = ("electra",)
     head_inout_linears = ("discriminator_predictions.dense", "classifier.dense")
     head_in_linears = ("discriminator_predictions.dense_prediction", "classifier.out_proj", "classifier",
@@ -25,37 +27,37 @@ class ElectraAdapter(ArchAdapter):
         project = self._projection(model)
         if project is None:
             return super().embedding_parts(model)
-        return HiddenParts(out_linears=[project])
+        return HiddenParts(outputs=[project])
 
     def hidden_parts(self, model: nn.Module) -> HiddenParts:
         parts = super().hidden_parts(model)
         generator = get_module(model, "generator_predictions")
         if generator is not None:
             if self._projection(model) is None:  # generator head works in the (shared) hidden width
-                parts.in_linears.append(generator.dense)
-                parts.out_linears.append(generator.dense)
+                parts.inputs.append(generator.dense)
+                parts.outputs.append(generator.dense)
                 parts.norms.append(generator.LayerNorm)
-                parts.in_linears.append(model.generator_lm_head)
+                parts.inputs.append(model.generator_lm_head)
             else:  # generator head reads hidden, writes the untouched embedding width
-                parts.in_linears.append(generator.dense)
+                parts.inputs.append(generator.dense)
         return parts
 
-    def extra_known_modules(self, model: nn.Module) -> list[nn.Module]:
+    def free_modules(self, model: nn.Module) -> list[nn.Module]:
         if self._projection(model) is None:
-            return []
+            return super().free_modules(model)
         emb = model.base_model.embeddings
-        known = [emb.word_embeddings, emb.position_embeddings, emb.token_type_embeddings, emb.LayerNorm]
+        known = super().free_modules(model) + [emb.word_embeddings, emb.position_embeddings, emb.token_type_embeddings, emb.LayerNorm]
         if (generator := get_module(model, "generator_predictions")) is not None:
             known += [generator.LayerNorm, model.generator_lm_head]
         return known
 
-    def write_config(self, config, hidden: int, heads: int, intermediate: int) -> None:
+    def write_config(self, config, shape: Shape) -> None:
         if config.embedding_size == config.hidden_size:
-            config.embedding_size = hidden
-        super().write_config(config, hidden, heads, intermediate)
+            config.embedding_size = shape.hidden
+        super().write_config(config, shape)
 
-    def shape_constraints(self, config, hidden: int, heads: int) -> str | None:
-        if config.embedding_size != config.hidden_size and hidden == config.embedding_size:
+    def check_shape(self, config, teacher: Shape, target: Shape) -> str | None:
+        if config.embedding_size != config.hidden_size and target.hidden == config.embedding_size:
             return (f"this ELECTRA projects embeddings ({config.embedding_size}) to hidden ({config.hidden_size}); "
                     f"a target hidden size equal to embedding_size would drop that projection from the stock config")
         return None

@@ -1,10 +1,10 @@
 """RoBERTa adapter (RobertaModel, ForMaskedLM, ForSequenceClassification, ForQuestionAnswering,
 ForTokenClassification, ForMultipleChoice)."""
 
-from .base import ArchAdapter
+from .encoder import EncoderAdapter
 
 
-class RobertaAdapter(ArchAdapter):
+class RobertaAdapter(EncoderAdapter):
     model_types = ("roberta",)
     head_inout_linears = ("lm_head.dense", "classifier.dense")
     head_in_linears = ("lm_head.decoder", "classifier.out_proj", "classifier", "qa_outputs")

@@ -1,0 +1,270 @@
+"""`Pruner`: ties a model, its `PruningState`, an importance metric and a width schedule together, and applies each
+pruning step physically (surgery) or with masks.
+
+Selection: at each step the widths come from the schedule; within each layer the top-k heads (under grouped-query
+attention: the top-k key/value groups, then the same number of top query heads in every kept group), then the top-k
+query/key and value dims of each kept head (where head dims may be pruned), and the top-k FFN neurons are kept; the
+hidden channels are one set for the whole model. Widths are uniform across layers at every step, so any
+intermediate student is a valid (if unusual) model of its family, and the final one has a stock config.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..arch import check_model_supported
+from .groups import Group, build_groups, prunable_parameters
+from .importance import Importance
+from .masking import Masker
+from .schedule import WidthSchedule
+from .shape import Shape
+from .state import LayerKeep, PruningState, selection_between
+from .surgery import SliceListener, prune_model
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "pruning_state.json"
+IMPORTANCE_FILE = "pruning_importance.safetensors"
+
+
+def _keep_top(scores: torch.Tensor, kept: torch.Tensor, k: int, physical: bool) -> torch.Tensor:
+    """The `k` best of the structures in `kept` (teacher coordinates), sorted.
+
+    `scores` is over the current tensors: position i is kept[i] when the model is physically pruned, and the
+    teacher's structure i when it is masked.
+    """
+    if k >= len(kept):
+        return kept.clone()
+    candidates = scores.detach().float().cpu()[torch.arange(len(kept)) if physical else kept]
+    candidates = torch.nan_to_num(candidates, nan=0.0, posinf=torch.finfo(torch.float32).max)
+    # Stable tie-break towards lower indices, so every rank and every resume choose alike.
+    order = torch.sort(-candidates, stable=True).indices[:k]
+    return torch.sort(kept[order]).values
+
+
+class Pruner:
+    """Prunes `model` (a copy of the teacher) towards `target` on `schedule`, by `importance`."""
+
+    def __init__(self, model: nn.Module, target: Shape, importance: Importance, physical: bool = True,
+                 schedule: WidthSchedule | None = None):
+        self.adapter = check_model_supported(model)
+        self.model = model
+        self.initial = Shape.of_config(model.config)
+        self.target = target
+        self.importance = importance
+        self.physical = physical
+        self.schedule = schedule
+        self.num_layers = len(self.adapter.layers(model))
+        self.state = PruningState.full(self.initial, self.num_layers)
+        self.masker = None if physical else Masker(model)
+        self.listeners: list[SliceListener] = []
+        self.groups = build_groups(model)
+        self.importance.attach(model, self.groups)
+        self.initial_prunable = self._prunable_numel()
+
+    # --- pruning ----------------------------------------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        return self.state.shape == self.target
+
+    def should_prune(self, step: int) -> bool:
+        """Whether `step` is a pruning step whose widths differ from the current ones."""
+        if self.schedule is None or self.done or step < self.schedule.start:
+            return False
+        if self.schedule.widths_at(step) == self.state.shape:
+            return False
+        # Past the window (e.g. resumed late), catch up at once.
+        return self.schedule.is_pruning_step(step) or step >= self.schedule.end
+
+    def in_importance_window(self, step: int) -> bool:
+        if self.schedule is None or self.done:
+            return False
+        lo, hi = self.schedule.importance_window()
+        return lo <= step <= hi
+
+    def prune_to(self, widths: Shape) -> PruningState:
+        """One pruning step: score, select the structures to keep at `widths`, apply."""
+        scores = self.importance.scores(self.groups, None if self.physical else self._element_masks())
+        new = self.select(scores, widths)
+        new = self._broadcast(new)
+        self.apply(new)
+        self.importance.on_pruned()
+        return new
+
+    def select(self, scores: dict[str, torch.Tensor], widths: Shape) -> PruningState:
+        """The structures to keep at `widths`, given scores over the current tensors."""
+        s, phys = self.state, self.physical
+        layers = []
+        for i, keep in enumerate(s.layers):
+            if keep.kv is keep.heads:
+                heads, kv = _keep_top(scores[f"layer{i}.heads"], keep.heads, widths.heads, phys), None
+            else:
+                kv, heads = self._select_grouped(scores, i, keep, widths)
+            rows = torch.searchsorted(keep.heads, heads)  # rows of the kept heads in keep.qk / keep.v
+            if f"layer{i}.qk" in scores:
+                qk, v = [], []
+                for r in rows.tolist():
+                    pos = r if phys else int(keep.heads[r])  # the head's position in the current tensors
+                    qk.append(_keep_top(scores[f"layer{i}.qk"][pos], keep.qk[r], widths.head_dim, phys))
+                    v.append(_keep_top(scores[f"layer{i}.v"][pos], keep.v[r], widths.head_dim, phys))
+                empty = torch.zeros(0, widths.head_dim, dtype=torch.long)
+                qk, v = (torch.stack(qk) if qk else empty), (torch.stack(v) if v else empty)
+            else:  # head dims are not pruned in this family
+                qk, v = keep.qk[rows].clone(), keep.v[rows].clone()
+            ffn = _keep_top(scores[f"layer{i}.ffn"], keep.ffn, widths.intermediate, phys)
+            layers.append(LayerKeep(heads, qk, v, ffn, kv))
+        hidden = _keep_top(scores["hidden"], s.hidden, widths.hidden, phys)
+        return PruningState(hidden, layers)
+
+    def _select_grouped(self, scores, i: int, keep: LayerKeep, widths: Shape) -> tuple[torch.Tensor, torch.Tensor]:
+        """Grouped-query attention: the best key/value groups, then the best `widths.group_size` query heads within
+        each kept group, so that every group keeps the same number (a stock config needs uniform groups)."""
+        phys = self.physical
+        kv = _keep_top(scores[f"layer{i}.kv"], keep.kv, widths.kv_heads, phys)
+        teacher_group = self.initial.group_size
+        head_scores = scores[f"layer{i}.heads"]
+        heads = []
+        for g in kv.tolist():
+            members = keep.heads[keep.heads // teacher_group == g]  # the group's query heads still kept
+            positions = torch.searchsorted(keep.heads, members) if phys else members
+            heads.append(_keep_top(head_scores[positions], members, widths.group_size, physical=True))
+        return kv, torch.sort(torch.cat(heads)).values
+
+    def apply(self, new: PruningState) -> None:
+        """Make the model hold exactly `new`'s structures."""
+        if self.physical:
+            prune_model(self.model, selection_between(self.state, new),
+                        listeners=[self.importance.on_slice, *self.listeners])
+            self.groups = build_groups(self.model)
+            self.importance.attach(self.model, self.groups)
+        else:
+            self.masker.apply(new)
+        self.state = new
+
+    def restore(self, state: PruningState) -> None:
+        """Bring a fresh copy of the teacher to a saved state (resume)."""
+        if not self.state.equals(PruningState.full(self.initial, self.num_layers)):
+            raise RuntimeError("restore() expects an unpruned model")
+        self.apply(state)
+
+    @staticmethod
+    def _broadcast(state: PruningState) -> PruningState:
+        """Rank 0's decision wins, so ranks can never diverge (they compute the same scores from synchronised
+        gradients anyway)."""
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return state
+        payload = [state.to_dict() if dist.get_rank() == 0 else None]
+        dist.broadcast_object_list(payload, src=0)
+        return PruningState.from_dict(payload[0])
+
+    # --- what the losses need ---------------------------------------------------------------------------------------
+    def hidden_index(self) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(student channels to compare or None for all, the teacher channels they came from)."""
+        return (None if self.physical else self.state.hidden), self.state.hidden
+
+    def head_index(self, layer: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(student heads to compare or None for all, the teacher heads they came from) for a layer."""
+        heads = self.state.layers[layer].heads
+        return (None if self.physical else heads), heads
+
+    # --- reporting --------------------------------------------------------------------------------------------------
+    def _kept_along(self) -> dict[tuple[int, int], torch.Tensor]:
+        """(param id, dim) -> kept indices along that dim, for the full-size (masked) tensors: an index is kept when
+        every group that maps it keeps its structure."""
+        keep: dict[tuple[int, int], torch.Tensor] = {}
+        for g in self.groups:
+            kept = _kept_structures(g, self.state).reshape(-1)
+            for p, dim, ids in g.slices:
+                mask = torch.where(ids >= 0, kept[ids.clamp(min=0)], torch.ones_like(ids, dtype=torch.bool))
+                key = (id(p), dim)
+                keep[key] = keep[key] & mask if key in keep else mask
+        return {key: mask.nonzero().reshape(-1) for key, mask in keep.items()}
+
+    def _element_masks(self) -> dict[nn.Parameter, torch.Tensor]:
+        """Masks mode: 1 on the weights of kept structures, 0 on pruned ones."""
+        kept = self._kept_along()
+        masks = {}
+        for p in prunable_parameters(self.groups):
+            mask = None
+            for dim, size in enumerate(p.shape):
+                index = kept.get((id(p), dim))
+                if index is None or len(index) == size:
+                    continue
+                axis = torch.zeros(size, device=p.device)
+                axis[index.to(p.device)] = 1
+                shape = [1] * p.dim()
+                shape[dim] = size
+                mask = axis.view(shape) if mask is None else mask * axis.view(shape)
+            if mask is not None:
+                masks[p] = mask
+        return masks
+
+    def _prunable_numel(self) -> int:
+        """Parameters the groups cover, as the physically pruned model would hold them."""
+        params = prunable_parameters(self.groups)
+        if self.physical:
+            return sum(p.numel() for p in params)
+        # Masks: the product of kept sizes along each dim, from the state.
+        kept = self._kept_along()
+        total = 0
+        for p in params:
+            sizes = [len(kept[(id(p), d)]) if (id(p), d) in kept else size for d, size in enumerate(p.shape)]
+            total += int(torch.tensor(sizes).prod())
+        return total
+
+    def sparsity(self) -> float:
+        """Fraction of the prunable parameters removed so far."""
+        return 1.0 - self._prunable_numel() / self.initial_prunable
+
+    def log_values(self) -> dict[str, float]:
+        shape = self.state.shape
+        values = {"sparsity": round(self.sparsity(), 6), "width_hidden": shape.hidden, "width_heads": shape.heads,
+                  "width_head_dim": shape.head_dim, "width_ffn": shape.intermediate}
+        if self.initial.kv_heads != self.initial.heads:
+            values["width_kv_heads"] = shape.kv_heads
+        return values
+
+    # --- checkpoints ------------------------------------------------------------------------------------------------
+    def save(self, folder: str | Path) -> None:
+        """Write the state (JSON) and importance buffers (safetensors) into a checkpoint folder."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.state.save(folder / STATE_FILE)
+        names = {}
+        for name, p in self.model.named_parameters(remove_duplicate=True):
+            names.setdefault(p, name)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.importance.state_dict(names).items()}
+        save_file(tensors, str(folder / IMPORTANCE_FILE))
+
+    def load(self, folder: str | Path) -> None:
+        """Restore from a checkpoint folder written by `save` (the model must be an unpruned teacher copy)."""
+        folder = Path(folder)
+        self.restore(PruningState.load(folder / STATE_FILE))
+        if (folder / IMPORTANCE_FILE).is_file():
+            params = dict(self.model.named_parameters(remove_duplicate=True))
+            self.importance.load_state_dict(load_file(str(folder / IMPORTANCE_FILE)), params)
+
+
+def _kept_structures(group: Group, state: PruningState) -> torch.Tensor:
+    """A bool tensor shaped `group.view`: which of the group's structures (teacher coordinates) `state` keeps."""
+    kept = torch.zeros(group.view, dtype=torch.bool)
+    if group.kind == "hidden":
+        kept[state.hidden] = True
+        return kept
+    keep = state.layers[group.layer]
+    if group.kind == "ffn":
+        kept[keep.ffn] = True
+    elif group.kind == "kv":
+        kept[keep.kv] = True
+    elif group.kind == "heads":
+        kept[keep.heads] = True
+    else:  # 'qk' / 'v': (head, dim) pairs
+        dims = keep.qk if group.kind == "qk" else keep.v
+        kept[keep.heads[:, None].expand_as(dims), dims] = True
+    return kept

@@ -1,0 +1,72 @@
+"""Width schedules: how each width falls from the teacher's to the target between `start` and `end` steps.
+
+`cubic` (the paper's, after Zhu & Gupta 2017): w(t) = target + (initial - target) * (1 - p)^3 with p the fraction of
+the pruning window elapsed, so most structures go early, while the student is still close to the teacher, and the
+last ones slowly. `linear` uses (1 - p); `oneshot` jumps to the target at `start`. Widths are rounded up, so they never
+grow back and reach the target exactly at `end`.
+
+Every intermediate shape is one a stock config could hold, so a checkpoint saves at any step: key/value heads and
+query heads per group fall separately (groups stay uniform), and where the config requires hidden % heads == 0
+(`hidden_per_head`) the hidden width falls as heads x (hidden per head), both factors rounded up.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .shape import Shape
+
+
+def resolve_step(value: float, max_steps: int) -> int:
+    """A step given as a fraction of training (< 1) or as an absolute step (>= 1)."""
+    return int(round(value * max_steps)) if value < 1 else int(value)
+
+
+@dataclass(frozen=True)
+class WidthSchedule:
+    """Widths at every optimizer step, for one run."""
+
+    initial: Shape
+    target: Shape
+    start: int
+    end: int
+    every: int = 10
+    kind: str = "cubic"
+    hidden_per_head: bool = False
+
+    def fraction_kept(self, step: int) -> float:
+        """1 before the window, 0 after it, and the schedule's curve in between."""
+        if step < self.start:
+            return 1.0
+        if self.kind == "oneshot" or step >= self.end or self.end <= self.start:
+            return 0.0
+        p = (step - self.start) / (self.end - self.start)
+        return (1.0 - p) ** 3 if self.kind == "cubic" else 1.0 - p
+
+    def widths_at(self, step: int) -> Shape:
+        """The widths the student should have after pruning at `step`."""
+        keep = self.fraction_kept(step)
+
+        def width(lo: int, hi: int) -> int:
+            # Round up (with a little slack for float error) so widths only fall and hit the target at `end`.
+            return min(hi, max(lo, math.ceil(lo + (hi - lo) * keep - 1e-9)))
+
+        a, b = self.initial, self.target
+        kv = width(b.kv_heads, a.kv_heads)
+        heads = kv * width(b.group_size, a.group_size)
+        hidden = (heads * width(b.hidden // b.heads, a.hidden // a.heads) if self.hidden_per_head
+                  else width(b.hidden, a.hidden))
+        return Shape(hidden, heads, width(b.head_dim, a.head_dim), width(b.intermediate, a.intermediate), kv)
+
+    def is_pruning_step(self, step: int) -> bool:
+        """Whether a pruning step happens at `step`: every `every` steps inside the window, and at its end."""
+        if step < self.start:
+            return False
+        if self.kind == "oneshot":
+            return step == self.start
+        return (step - self.start) % self.every == 0 or step == self.end
+
+    def importance_window(self) -> tuple[int, int]:
+        """Steps during which importance scores must be kept up to date (one pruning period of warm-up)."""
+        return max(0, self.start - self.every), self.end

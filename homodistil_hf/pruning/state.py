@@ -1,0 +1,137 @@
+"""`PruningState`: which structures of the teacher the student still has, in the teacher's coordinates.
+
+The state is the single source of truth shared by both ways of pruning: physical surgery (the student's tensors hold
+exactly these structures, in this order) and masks (full-size tensors, everything else masked). It is also what the
+distillation losses use to pair each kept student channel and head with the teacher's original, and what a checkpoint
+stores to resume.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import torch
+
+from .shape import Shape
+
+
+@dataclass
+class LayerKeep:
+    """Kept structures of one layer, in the teacher's coordinates (each index list sorted)."""
+
+    heads: torch.Tensor  # [a] kept (query) heads
+    qk: torch.Tensor  # [a, d] kept query/key dims of each kept head
+    v: torch.Tensor  # [a, d] kept value dims of each kept head (with the output projection's columns)
+    ffn: torch.Tensor  # [f] kept FFN neurons
+    kv: torch.Tensor | None = None  # [g] kept key/value heads (grouped-query attention); None: the same as `heads`
+
+    def __post_init__(self):
+        if self.kv is None:
+            self.kv = self.heads
+
+
+@dataclass
+class PruningState:
+    """Kept hidden channels and per-layer structures, in the teacher's coordinates."""
+
+    hidden: torch.Tensor
+    layers: list[LayerKeep]
+
+    @classmethod
+    def full(cls, shape: Shape, num_layers: int) -> PruningState:
+        """Nothing pruned yet."""
+        heads = torch.arange(shape.heads)
+        dims = torch.arange(shape.head_dim).repeat(shape.heads, 1)
+        kv = torch.arange(shape.kv_heads) if shape.kv_heads != shape.heads else None
+        return cls(
+            hidden=torch.arange(shape.hidden),
+            layers=[LayerKeep(heads.clone(), dims.clone(), dims.clone(), torch.arange(shape.intermediate),
+                              kv.clone() if kv is not None else None) for _ in range(num_layers)],
+        )
+
+    @property
+    def shape(self) -> Shape:
+        """Current widths (uniform across layers by construction)."""
+        layer = self.layers[0]
+        return Shape(len(self.hidden), len(layer.heads), layer.qk.shape[1], len(layer.ffn), len(layer.kv))
+
+    # --- serialisation (JSON: small integer lists, no pickle) -------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "hidden": self.hidden.tolist(),
+            # "kv" only under grouped-query attention, so encoder states read as before.
+            "layers": [{"heads": k.heads.tolist(), "qk": k.qk.tolist(), "v": k.v.tolist(), "ffn": k.ffn.tolist(),
+                        **({"kv": k.kv.tolist()} if k.kv is not k.heads else {})} for k in self.layers],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PruningState:
+        def t(x, cols=None):
+            out = torch.tensor(x, dtype=torch.long)
+            return out.reshape(-1, cols) if cols is not None else out
+
+        layers = []
+        for d in data["layers"]:
+            heads = t(d["heads"])
+            dim = len(d["qk"][0]) if d["qk"] else 0
+            layers.append(LayerKeep(heads, t(d["qk"], dim), t(d["v"], dim), t(d["ffn"]),
+                                    t(d["kv"]) if "kv" in d else None))
+        return cls(hidden=t(data["hidden"]), layers=layers)
+
+    def save(self, path) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f)
+
+    @classmethod
+    def load(cls, path) -> PruningState:
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+    def equals(self, other: PruningState) -> bool:
+        return self.to_dict() == other.to_dict()
+
+
+@dataclass
+class LayerSelection:
+    """Structures to keep in one layer, as positions in the layer's current tensors."""
+
+    heads: torch.Tensor  # [a'] positions among the current heads
+    qk: torch.Tensor  # [a', d'] positions among the current head dims, per kept head
+    v: torch.Tensor
+    ffn: torch.Tensor
+    kv: torch.Tensor | None = None  # [g'] positions among the current key/value heads; None: the same as `heads`
+
+    def __post_init__(self):
+        if self.kv is None:
+            self.kv = self.heads
+
+
+@dataclass
+class Selection:
+    """What surgery keeps, as positions in the model's current tensors."""
+
+    hidden: torch.Tensor
+    layers: list[LayerSelection]
+
+
+def _positions(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """Positions of the sorted subset `new` inside sorted `old`."""
+    pos = torch.searchsorted(old, new)
+    if not torch.equal(old[pos.clamp(max=len(old) - 1)], new):
+        raise ValueError("new kept indices are not a subset of the old ones (pruned structures cannot grow back)")
+    return pos
+
+
+def selection_between(old: PruningState, new: PruningState) -> Selection:
+    """The surgery that takes a model holding exactly `old`'s structures to `new`'s (a subset of them)."""
+    layers = []
+    for lo, ln in zip(old.layers, new.layers, strict=True):
+        head_pos = _positions(lo.heads, ln.heads)
+        qk = torch.stack([_positions(lo.qk[p], ln.qk[i]) for i, p in enumerate(head_pos.tolist())]) \
+            if len(head_pos) else ln.qk.clone()
+        v = torch.stack([_positions(lo.v[p], ln.v[i]) for i, p in enumerate(head_pos.tolist())]) \
+            if len(head_pos) else ln.v.clone()
+        kv = None if ln.kv is ln.heads and lo.kv is lo.heads else _positions(lo.kv, ln.kv)
+        layers.append(LayerSelection(head_pos, qk, v, _positions(lo.ffn, ln.ffn), kv))
+    return Selection(hidden=_positions(old.hidden, new.hidden), layers=layers)
