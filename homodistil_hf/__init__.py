@@ -4,6 +4,7 @@ The student starts as an exact copy of the teacher and is pruned, a little at a 
 is distilled; the result is exported as a physically smaller model with a stock config.
 """
 
+from .arch import register_adapter
 from .config import HomoDistilConfig
 from .errors import UserError
 from .export import export_model, prune_to_shape
@@ -13,6 +14,7 @@ from .pruning.importance import (
     MagnitudeImportance,
     RandomImportance,
     SensitivityImportance,
+    StructureSensitivityImportance,
 )
 from .pruning.pruner import Pruner
 from .pruning.schedule import WidthSchedule
@@ -31,10 +33,12 @@ __all__ = [
     "PruningState",
     "RandomImportance",
     "SensitivityImportance",
+    "StructureSensitivityImportance",
     "Shape",
     "UserError",
     "WidthSchedule",
     "__version__",
     "export_model",
     "prune_to_shape",
+    "register_adapter",
 ]

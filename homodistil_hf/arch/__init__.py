@@ -19,6 +19,14 @@ ADAPTERS: dict[str, type[ArchAdapter]] = {
 SUPPORTED_MODEL_TYPES = tuple(sorted(ADAPTERS))
 
 
+def register_adapter(cls: type[ArchAdapter]) -> type[ArchAdapter]:
+    """Class decorator: support a model family with its adapter (see README, "Adding a model family")."""
+    global SUPPORTED_MODEL_TYPES
+    ADAPTERS.update({t: cls for t in cls.model_types})
+    SUPPORTED_MODEL_TYPES = tuple(sorted(ADAPTERS))
+    return cls
+
+
 def get_adapter(model_or_config) -> ArchAdapter:
     """The adapter of a model (or config); a `UserError` naming the supported types otherwise."""
     config = getattr(model_or_config, "config", model_or_config)
@@ -44,4 +52,4 @@ def check_model_supported(model) -> ArchAdapter:
 
 
 __all__ = ["ADAPTERS", "SUPPORTED_MODEL_TYPES", "ArchAdapter", "EncoderAdapter", "HiddenParts", "LayerParts",
-           "check_model_supported", "get_adapter"]
+           "check_model_supported", "get_adapter", "register_adapter"]

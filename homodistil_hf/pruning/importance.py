@@ -37,10 +37,16 @@ class Importance:
         """The metric as a run's `HomoDistilConfig` asks for it."""
         return cls()
 
-    def attach(self, model: nn.Module, groups: list[Group]) -> None:
-        """Bind to the model's current structure groups (called again after each physical pruning step)."""
+    def attach(self, model: nn.Module, groups: list[Group],
+               coords: dict[str, tuple[torch.Tensor, int]] | None = None) -> None:
+        """Bind to the model's current structure groups (called again after each physical pruning step).
+
+        `coords` gives, per group, the teacher's (flat) index of each current structure and the teacher's count
+        (None: the current structures are the teacher's, as under masks).
+        """
         self.model = model
         self.groups = groups
+        self.coords = coords
 
     def step(self) -> None:
         """Called after every backward pass of the pruning window, when gradients are complete."""
@@ -100,8 +106,8 @@ class SensitivityImportance(Importance):
     def from_config(cls, args) -> SensitivityImportance:
         return cls(args.importance_beta1, args.importance_beta2)
 
-    def attach(self, model, groups):
-        super().attach(model, groups)
+    def attach(self, model, groups, coords=None):
+        super().attach(model, groups, coords)
         self.params = prunable_parameters(groups)
 
     @torch.no_grad()
@@ -161,6 +167,103 @@ class SensitivityImportance(Importance):
 
 
 @register
+class StructureSensitivityImportance(Importance):
+    """The PLATON statistics kept per structure instead of per weight: memory O(structures), not O(weights).
+
+    The smoothed sensitivity is linear in the per-weight |w * grad|, so its sum over a structure is the EMA of the
+    structure's summed sensitivity I_s = sum |w * grad|: that is kept exactly. The uncertainty is defined at the same
+    level, U_s = EMA(|I_s - EMA(I_s)|), and the score is EMA(I_s) * U_s (the per-weight metric sums the per-weight
+    products instead). Buffers are in the teacher's coordinates, so physical pruning never has to slice them.
+    Under masks, pruned weights are masked out of I_s (`masks`, set by the pruner).
+    """
+
+    name = "sensitivity_structure"
+
+    def __init__(self, beta1: float = 0.85, beta2: float = 0.95):
+        self.beta1, self.beta2 = beta1, beta2
+        self.ema: dict[str, torch.Tensor] = {}
+        self.unc: dict[str, torch.Tensor] = {}
+        self.masks: dict[nn.Parameter, list[torch.Tensor]] = {}  # per pruned dim, a 0/1 vector
+
+    @classmethod
+    def from_config(cls, args) -> StructureSensitivityImportance:
+        return cls(args.importance_beta1, args.importance_beta2)
+
+    def attach(self, model, groups, coords=None):
+        super().attach(model, groups, coords)
+        # param -> every (group, dim, ids) that reads it, so each |w * grad| is formed once per step.
+        self.uses: dict[nn.Parameter, list[tuple[Group, int, torch.Tensor]]] = {}
+        for g in groups:
+            for p, dim, ids in g.slices:
+                self.uses.setdefault(p, []).append((g, dim, ids))
+
+    def _index(self, g: Group) -> tuple[torch.Tensor | None, int]:
+        """(teacher index of the current structures or None for the identity, the teacher's count)."""
+        if self.coords is None or g.name not in self.coords:
+            return None, g.size
+        return self.coords[g.name]
+
+    @torch.no_grad()
+    def step(self) -> None:
+        sums: dict[str, torch.Tensor] = {}
+        for p, uses in self.uses.items():
+            if p.grad is None:
+                continue
+            sens = (p.detach().float() * p.grad.float()).abs_()
+            for axis in self.masks.get(p, ()):
+                sens.mul_(axis)
+            for g, dim, ids in uses:
+                other = [d for d in range(sens.dim()) if d != dim]
+                rows = sens.sum(dim=other) if other else sens
+                part = g.collect([(rows, ids)]).reshape(-1)
+                sums[g.name] = sums[g.name] + part if g.name in sums else part
+            del sens
+        b1, b2 = 1.0 - self.beta1, 1.0 - self.beta2
+        for g in self.groups:
+            if g.name not in sums:
+                continue
+            index, size = self._index(g)
+            value = sums[g.name]
+            if g.name not in self.ema:
+                self.ema[g.name] = torch.zeros(size, device=value.device)
+                self.unc[g.name] = torch.zeros(size, device=value.device)
+            ema, unc = self.ema[g.name], self.unc[g.name]
+            if index is None:  # every structure is current: in place
+                ema.lerp_(value, b1)
+                unc.lerp_((value - ema).abs(), b2)
+            else:  # only the current structures move; pruned ones keep their last values (never read again)
+                index = index.to(value.device)
+                new = torch.lerp(ema[index], value, b1)
+                ema[index] = new
+                unc[index] = torch.lerp(unc[index], (value - new).abs(), b2)
+
+    def scores(self, groups, element_masks=None):
+        out = {}
+        for g in groups:
+            if g.name not in self.ema:
+                out[g.name] = torch.zeros(g.view)
+                continue
+            score = self.ema[g.name] * self.unc[g.name]
+            index, _ = self._index(g)
+            out[g.name] = (score if index is None else score[index.to(score.device)]).reshape(g.view).cpu()
+        return out
+
+    def state_dict(self, names):
+        return {f"{k}::{kind}": v for kind, buf in (("ema", self.ema), ("unc", self.unc)) for k, v in buf.items()}
+
+    def load_state_dict(self, tensors, params):
+        device = next(self.model.parameters()).device
+        for key, value in tensors.items():
+            name, kind = key.rsplit("::", 1)
+            (self.ema if kind == "ema" else self.unc)[name] = value.to(device)
+
+    def close(self):
+        self.ema.clear()
+        self.unc.clear()
+        self.masks.clear()
+
+
+@register
 class RandomImportance(Importance):
     """Random scores from a seeded generator (the same on every rank)."""
 
@@ -196,8 +299,8 @@ class ActivationImportance(Importance):
         self.handles = []
         self.active = True
 
-    def attach(self, model, groups):
-        super().attach(model, groups)
+    def attach(self, model, groups, coords=None):
+        super().attach(model, groups, coords)
         if self.handles:  # modules persist through surgery: hooks stay, only accumulators reset
             return
         sites = {}

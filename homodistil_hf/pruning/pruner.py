@@ -65,6 +65,7 @@ class Pruner:
         self.masker = None if physical else Masker(model)
         self.listeners: list[SliceListener] = []
         self.groups = build_groups(model)
+        self.teacher_sizes = {g.name: g.size for g in self.groups}
         self.importance.attach(model, self.groups)
         self.initial_prunable = self._prunable_numel()
 
@@ -141,11 +142,23 @@ class Pruner:
         if self.physical:
             prune_model(self.model, selection_between(self.state, new),
                         listeners=[self.importance.on_slice, *self.listeners])
+            self.state = new
             self.groups = build_groups(self.model)
-            self.importance.attach(self.model, self.groups)
+            self.importance.attach(self.model, self.groups, self._coords())
         else:
             self.masker.apply(new)
-        self.state = new
+            self.state = new
+            if hasattr(self.importance, "masks"):  # pruned weights leave the running statistics
+                self.importance.masks = self._axis_masks()
+
+    def _coords(self) -> dict[str, tuple[torch.Tensor, int]]:
+        """Per group: the teacher's flat index of each current structure (physically pruned model), and the
+        teacher's count."""
+        coords = {}
+        for g in self.groups:
+            kept = _kept_structures(g, self.state, self.initial)
+            coords[g.name] = (kept, self.teacher_sizes[g.name])
+        return coords
 
     def restore(self, state: PruningState) -> None:
         """Bring a fresh copy of the teacher to a saved state (resume)."""
@@ -179,19 +192,19 @@ class Pruner:
         every group that maps it keeps its structure."""
         keep: dict[tuple[int, int], torch.Tensor] = {}
         for g in self.groups:
-            kept = _kept_structures(g, self.state).reshape(-1)
+            kept = _kept_mask(g, self.state).reshape(-1)
             for p, dim, ids in g.slices:
                 mask = torch.where(ids >= 0, kept[ids.clamp(min=0)], torch.ones_like(ids, dtype=torch.bool))
                 key = (id(p), dim)
                 keep[key] = keep[key] & mask if key in keep else mask
         return {key: mask.nonzero().reshape(-1) for key, mask in keep.items()}
 
-    def _element_masks(self) -> dict[nn.Parameter, torch.Tensor]:
-        """Masks mode: 1 on the weights of kept structures, 0 on pruned ones."""
+    def _axis_masks(self) -> dict[nn.Parameter, list[torch.Tensor]]:
+        """Masks mode: per parameter, one broadcastable 0/1 vector per pruned dim (their product is the weight mask:
+        1 on the weights of kept structures, 0 on pruned ones)."""
         kept = self._kept_along()
-        masks = {}
+        masks: dict[nn.Parameter, list[torch.Tensor]] = {}
         for p in prunable_parameters(self.groups):
-            mask = None
             for dim, size in enumerate(p.shape):
                 index = kept.get((id(p), dim))
                 if index is None or len(index) == size:
@@ -200,9 +213,17 @@ class Pruner:
                 axis[index.to(p.device)] = 1
                 shape = [1] * p.dim()
                 shape[dim] = size
-                mask = axis.view(shape) if mask is None else mask * axis.view(shape)
-            if mask is not None:
-                masks[p] = mask
+                masks.setdefault(p, []).append(axis.view(shape))
+        return masks
+
+    def _element_masks(self) -> dict[nn.Parameter, torch.Tensor]:
+        """Masks mode: 1 on the weights of kept structures, 0 on pruned ones."""
+        masks = {}
+        for p, axes in self._axis_masks().items():
+            mask = axes[0]
+            for axis in axes[1:]:
+                mask = mask * axis
+            masks[p] = mask
         return masks
 
     def _prunable_numel(self) -> int:
@@ -251,7 +272,19 @@ class Pruner:
             self.importance.load_state_dict(load_file(str(folder / IMPORTANCE_FILE)), params)
 
 
-def _kept_structures(group: Group, state: PruningState) -> torch.Tensor:
+def _kept_structures(group: Group, state: PruningState, teacher: Shape) -> torch.Tensor:
+    """The teacher's flat index of each structure of `group` that `state` keeps, in the order of the current
+    tensors (sorted teacher coordinates; (head, dim) pairs head-major)."""
+    keep = state.layers[group.layer] if group.layer is not None else None
+    if group.kind == "hidden":
+        return state.hidden
+    if group.kind in ("ffn", "kv", "heads"):
+        return {"ffn": keep.ffn, "kv": keep.kv, "heads": keep.heads}[group.kind]
+    dims = keep.qk if group.kind == "qk" else keep.v
+    return (keep.heads[:, None] * teacher.head_dim + dims).reshape(-1)
+
+
+def _kept_mask(group: Group, state: PruningState) -> torch.Tensor:
     """A bool tensor shaped `group.view`: which of the group's structures (teacher coordinates) `state` keeps."""
     kept = torch.zeros(group.view, dtype=torch.bool)
     if group.kind == "hidden":

@@ -50,6 +50,20 @@ class PruningState:
                               kv.clone() if kv is not None else None) for _ in range(num_layers)],
         )
 
+    @classmethod
+    def first(cls, initial: Shape, target: Shape, num_layers: int) -> PruningState:
+        """The first channels, heads, head dims and neurons of each structure (the truncation baseline); under
+        grouped-query attention the first key/value groups and the first query heads of each."""
+        if initial.kv_heads != initial.heads:
+            kv = torch.arange(target.kv_heads)
+            heads = (kv[:, None] * initial.group_size + torch.arange(target.group_size)).reshape(-1)
+        else:
+            kv, heads = None, torch.arange(target.heads)
+        dims = torch.arange(target.head_dim).repeat(target.heads, 1)
+        return cls(hidden=torch.arange(target.hidden),
+                   layers=[LayerKeep(heads.clone(), dims.clone(), dims.clone(), torch.arange(target.intermediate),
+                                     kv.clone() if kv is not None else None) for _ in range(num_layers)])
+
     @property
     def shape(self) -> Shape:
         """Current widths (uniform across layers by construction)."""
