@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .groups import Group, prunable_parameters
+from .sharding import all_reduce_sum, is_sharded, local, narrow_to
 
 IMPORTANCES: dict[str, type[Importance]] = {}
 
@@ -206,18 +207,29 @@ class StructureSensitivityImportance(Importance):
     @torch.no_grad()
     def step(self) -> None:
         sums: dict[str, torch.Tensor] = {}
+        sharded = False
         for p, uses in self.uses.items():
             if p.grad is None:
                 continue
-            sens = (p.detach().float() * p.grad.float()).abs_()
+            # Under FSDP each rank scores the slice it holds; the all-reduce below completes every sum.
+            weight, grad, offset = local(p)
+            sharded |= is_sharded(p)
+            sens = (weight.float() * grad.float()).abs_()
             for axis in self.masks.get(p, ()):
+                for d in range(axis.dim()):
+                    axis = narrow_to(axis, d, offset[d], sens.shape[d]) if axis.shape[d] > 1 else axis
                 sens.mul_(axis)
             for g, dim, ids in uses:
                 other = [d for d in range(sens.dim()) if d != dim]
                 rows = sens.sum(dim=other) if other else sens
-                part = g.collect([(rows, ids)]).reshape(-1)
+                part = g.collect([(rows, narrow_to(ids, 0, offset[dim], sens.shape[dim]))]).reshape(-1)
                 sums[g.name] = sums[g.name] + part if g.name in sums else part
             del sens
+        if sharded:
+            device = next(iter(sums.values())).device if sums else None
+            for g in self.groups:  # every rank reduces the same groups in the same order
+                sums.setdefault(g.name, torch.zeros(g.size, device=device))
+            all_reduce_sum([sums[g.name] for g in self.groups])
         b1, b2 = 1.0 - self.beta1, 1.0 - self.beta2
         for g in self.groups:
             if g.name not in sums:

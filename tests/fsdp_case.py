@@ -1,0 +1,32 @@
+"""The run shared by the FSDP2 worker and its single-process reference (tests/test_fsdp.py)."""
+
+import torch
+import transformers
+
+from homodistil_hf.pruning.shape import Shape
+from homodistil_hf.testing import tiny_model
+
+TARGET = {"bert": Shape(32, 2, 16, 48), "llama": Shape(24, 4, 8, 20, 2)}
+# step -> widths at that pruning step (a function of the target), then the target itself
+SCHEDULE = {
+    2: lambda t: Shape(t.hidden + 16, t.heads + 1 if t.kv_heads == t.heads else t.heads, t.head_dim,
+                       t.intermediate + 40, t.kv_heads),
+    4: lambda t: t,
+}
+STEPS = 6
+
+
+def build(family: str):
+    torch.manual_seed(0)
+    if family == "bert":
+        return tiny_model("bert", "mlm").train()
+    config = transformers.LlamaConfig(hidden_size=48, num_attention_heads=6, num_key_value_heads=3, head_dim=8,
+                                      intermediate_size=64, num_hidden_layers=2, vocab_size=60,
+                                      max_position_embeddings=32, tie_word_embeddings=True)
+    return transformers.LlamaForCausalLM(config).train()
+
+
+def batches(family: str):
+    vocab = 60 if family == "llama" else 236
+    g = torch.Generator().manual_seed(1)
+    return [torch.randint(5, vocab, (4, 12), generator=g) for _ in range(STEPS)]

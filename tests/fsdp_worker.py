@@ -1,0 +1,57 @@
+"""One rank of the FSDP2 test (`torchrun --nproc_per_node 2`, gloo, CPU): a tiny model sharded with `fully_shard`,
+pruned in masks mode by per-structure sensitivity computed from the sharded gradients, then gathered and exported.
+
+Every rank writes what it decided (`<record>.rank<r>.json`); rank 0 exports the compact model to `<out>`. The test
+runs the same steps in one process without sharding and compares.
+"""
+
+import json
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+
+from homodistil_hf.export import export_model
+from homodistil_hf.pruning.importance import StructureSensitivityImportance
+from homodistil_hf.pruning.pruner import Pruner
+from homodistil_hf.pruning.sharding import any_sharded, full_copy
+
+sys.path.insert(0, os.path.dirname(__file__))
+from fsdp_case import SCHEDULE, TARGET, batches, build  # noqa: E402
+
+
+def main(family: str, record: str, out: str) -> None:
+    from torch.distributed.fsdp import fully_shard
+
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    torch.set_num_threads(1)
+    model = build(family)
+    for layer in model.base_model.encoder.layer if family == "bert" else model.base_model.layers:
+        fully_shard(layer)
+    fully_shard(model)
+    assert any_sharded(model), "fully_shard left no DTensor parameter"
+    pruner = Pruner(model, TARGET[family], StructureSensitivityImportance(), physical=False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    decisions = []
+    for step, ids in enumerate(batches(family)):
+        local = ids.chunk(world)[rank]
+        model(input_ids=local, labels=local).loss.backward()
+        pruner.importance.step()
+        if step in SCHEDULE:
+            pruner.prune_to(SCHEDULE[step](TARGET[family]))
+            decisions.append(pruner.state.to_dict())
+        optimizer.step()
+        optimizer.zero_grad()
+    plain = full_copy(model)  # collective: every rank gathers
+    with open(f"{record}.rank{rank}.json", "w") as f:
+        json.dump({"decisions": decisions}, f)
+    if rank == 0:
+        export_model(plain, out, pruner.state, physical=False)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
