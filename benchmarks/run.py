@@ -58,6 +58,7 @@ SCHEDULES = {
 }
 IMPORTANCES = {
     "sensitivity (default)": ("homodistil", []),
+    "sensitivity per structure": ("imp_sensitivity_structure", ["--importance", "sensitivity_structure"]),
     "magnitude": ("imp_magnitude", ["--importance", "magnitude"]),
     "activation": ("imp_activation", ["--importance", "activation"]),
     "random": ("imp_random", ["--importance", "random"]),
@@ -249,7 +250,7 @@ class Bench:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        from homodistil_hf.evaluation import sts_spearman
+        from homodistil_hf.metrics.sentence_similarity import sts_spearman
 
         model = AutoModel.from_pretrained(path).eval()
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -262,7 +263,7 @@ class Bench:
                           "layers": c.num_hidden_layers}}
 
     def stsb(self):
-        from homodistil_hf.evaluation import read_stsb
+        from homodistil_hf.metrics.sentence_similarity import read_stsb
 
         a, b, gold = read_stsb(self.glue_dir / "STS-B" / "dev.tsv")
         n = self.cfg["stsb_pairs"]
@@ -522,6 +523,11 @@ def part_memory(b: Bench) -> None:
         "trainer_pruning_physical": [probe, "distill", *b.distill_argv(work / "physical", 42, [], False, True, n)],
         "trainer_pruning_masks": [probe, "distill", *b.distill_argv(work / "masks", 42,
                                                                     ["--pruning_mode", "masks"], False, True, n)],
+        "trainer_pruning_structure_physical": [probe, "distill", *b.distill_argv(
+            work / "structure_physical", 42, ["--importance", "sensitivity_structure"], False, True, n)],
+        "trainer_pruning_structure_masks": [probe, "distill", *b.distill_argv(
+            work / "structure_masks", 42, ["--importance", "sensitivity_structure", "--pruning_mode", "masks"], False,
+            True, n)],
     }
     out = {"steps": n, "definition": "RSS of a fresh process sampled every 2 ms: increase_mb = peak while training "
            "- RSS just before the first step (models, data and optimizer object already built)", "runs": {}}
@@ -774,7 +780,7 @@ def command_line(script: str, argv: list[str], script_path: bool = False) -> str
 def _substitutions() -> tuple[tuple[str, str], ...]:
     from homodistil_hf.testing import minilm_path
 
-    teacher = minilm_path()
+    teacher = minilm_path(required=False)
     return (*(((str(teacher), "$MINILM"),) if teacher is not None else ()),
             (str(HERE / "_work"), "benchmarks/_work"), (str(HERE), "benchmarks"),
             (str(ROOT.parent / "shared" / "data"), "$DATA"))
@@ -814,7 +820,8 @@ def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny settings: checks every code path in a few minutes")
     p.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts: {', '.join(PARTS)}, report")
-    p.add_argument("--teacher", default=minilm_path(), help="teacher folder (default: all-MiniLM-L6-v2 package)")
+    p.add_argument("--teacher", default=minilm_path(required=False),
+                   help="teacher folder (default: all-MiniLM-L6-v2 package)")
     p.add_argument("--target", default="192,6,768", help="student hidden,heads,FFN (default 192,6,768)")
     p.add_argument("--corpus", default=data / "corpus" / "brown.txt" if data else None)
     p.add_argument("--glue_dir", default=data / "glue" if data else None, help="GLUE TSV folders (STS-B, SST-2, ...)")

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from .errors import UserError
+from .pruning.importance import IMPORTANCES  # the registry: `@register` adds a metric to the choices
 
 HIDDEN_LOSSES = ("mse", "cosine")
 ATTN_LOSSES = ("kl", "mse")
-IMPORTANCES = ("sensitivity", "magnitude", "activation", "random")
 SCHEDULES = ("cubic", "linear", "oneshot")
 PRUNING_MODES = ("auto", "physical", "masks")
 PRED_POSITIONS = ("all", "masked")
+KD_LOSSES = ("forward_kl", "reverse_kl", "jsd")
 
 
 def parse_param_count(value: str | int | float | None) -> int | None:
@@ -49,19 +50,52 @@ class HomoDistilConfig(TrainingArguments):
         metadata={"help": "Teacher model: a Hub id or a local folder. With no student given, the student starts as an "
                   "exact copy of it (the homotopic start)."},
     )
+    teacher_gguf_file: str | None = field(
+        default=None,
+        metadata={"help": "A GGUF file inside the --teacher_name_or_path folder to load the teacher (and its tokenizer) "
+                  "from, e.g. 'model.Q4_K_M.gguf' (a path ending in .gguf as --teacher_name_or_path works too). The "
+                  "weights are dequantised to a plain model once and cached (see --cache_dir, $HOMODISTIL_CACHE)."},
+    )
     temperature: float = field(
         default=2.0, metadata={"help": "Softmax temperature of the logit KL term (scaled by T^2, as in Hinton et al.)."}
     )
-    alpha_mlm: float = field(
-        default=1.0, metadata={"help": "Weight of the student's own masked-LM (or task) loss on the labels."}
+    alpha_mlm: float | None = field(
+        default=None,
+        metadata={"help": "Weight of the student's own loss on the labels: masked-LM, next-token LM for decoders, or "
+                  "the task loss (default 1.0)."},
+    )
+    alpha_lm: float | None = field(
+        default=None,
+        metadata={"help": "Alias of --alpha_mlm that reads better for decoders (the student's next-token loss); "
+                  "giving both with different values is an error."},
     )
     alpha_pred: float = field(
         default=1.0, metadata={"help": "Weight of the KL divergence between teacher and student output distributions."}
     )
     alpha_hidden: float = field(default=1.0, metadata={"help": "Weight of the hidden-state distillation term."})
-    alpha_attn: float = field(
-        default=1.0,
-        metadata={"help": "Weight of the attention distillation term (needs eager attention; sdpa is used when 0)."},
+    alpha_attn: float | None = field(
+        default=None,
+        metadata={"help": "Weight of the attention distillation term (needs eager attention; sdpa is used when 0). "
+                  "Unset means 1.0 for encoder teachers and 0 for causal-LM (decoder) teachers, whose attention maps "
+                  "are large and whose eager attention is slow."},
+    )
+    kd_loss: str = field(
+        default="forward_kl",
+        metadata={"help": "Divergence of the logit term for causal-LM (decoder) teachers: 'forward_kl' "
+                  "KL(teacher || student), 'reverse_kl' KL(student || teacher), or 'jsd' (generalised Jensen-Shannon "
+                  "of TRL's GKD, weighted by --jsd_beta); all scaled by T^2. Encoders always use forward_kl.",
+                  "choices": list(KD_LOSSES)},
+    )
+    jsd_beta: float = field(
+        default=0.5,
+        metadata={"help": "Beta of --kd_loss jsd, in [0, 1]: the mixture is beta * teacher + (1 - beta) * student; 0 "
+                  "is the forward KL, 1 the reverse KL (as in TRL's GKD)."},
+    )
+    kd_chunk_size: int = field(
+        default=1024,
+        metadata={"help": "Positions per chunk of the decoder logit losses: each chunk's fp32 softmaxes over the "
+                  "vocabulary exist only while it is computed (and are recomputed in the backward), which bounds "
+                  "their memory for 50k-150k vocabularies."},
     )
     hidden_loss: str = field(
         default="mse",
@@ -104,6 +138,18 @@ class HomoDistilConfig(TrainingArguments):
     target_intermediate_size: int | None = field(
         default=None, metadata={"help": "Final FFN width per layer. Unset keeps the teacher's."}
     )
+    target_num_key_value_heads: int | None = field(
+        default=None,
+        metadata={"help": "Final key/value heads per layer (grouped-query attention: Llama, Mistral, Qwen). Query "
+                  "heads must be a multiple of it, with at most the teacher's query heads per group. Unset keeps the "
+                  "teacher's group size (or the fewest groups that fit)."},
+    )
+    target_head_dim: int | None = field(
+        default=None,
+        metadata={"help": "Final per-head size of queries, keys and values. Refused under rotary position embeddings "
+                  "(Llama, Mistral, Qwen keep the teacher's); for families whose config has no head_dim (BERT, "
+                  "GPT-2) it must equal target_hidden_size / heads. Unset: the teacher's (or hidden / heads)."},
+    )
     target_params: str | None = field(
         default=None,
         metadata={"help": "Alternative to the three widths: a backbone parameter count such as '17.3M'. A valid shape "
@@ -114,8 +160,10 @@ class HomoDistilConfig(TrainingArguments):
     importance: str = field(
         default="sensitivity",
         metadata={"help": "Importance metric: 'sensitivity' (|w*grad| smoothed by an EMA times an uncertainty EMA, "
-                  "PLATON style; the paper's), 'magnitude' (|w|), 'activation' (mean |activation|), 'random'.",
-                  "choices": list(IMPORTANCES)},
+                  "PLATON style, per weight, summed per structure; the paper's), 'sensitivity_structure' (the same "
+                  "statistics kept per structure: no per-weight buffers, for large models), 'magnitude' (|w|), "
+                  "'activation' (mean |activation|), 'random'.",
+                  "choices": list(IMPORTANCES)},  # (the registry at import; __post_init__ reads it live)
     )
     importance_beta1: float = field(
         default=0.85, metadata={"help": "EMA factor of the sensitivity (PLATON beta1; 0.85 in the paper)."}
@@ -162,17 +210,43 @@ class HomoDistilConfig(TrainingArguments):
     adam_epsilon: float = field(default=1e-6, metadata={"help": "Adam epsilon (1e-6 in the paper's recipe)."})
 
     def __post_init__(self):
+        # Counts TrainingArguments accepts silently and the Trainer then misuses: a negative --max_steps trains
+        # --num_train_epochs instead, a batch size of 0 fails after both models loaded.
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise UserError(f"--max_steps must be a positive number of optimizer steps, or -1 (unset: "
+                            f"--num_train_epochs decides) (got {self.max_steps})")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name} must be >= 1 (got {getattr(self, name)})")
+        if self.num_train_epochs < 0:
+            raise UserError(f"--num_train_epochs must be >= 0 (got {self.num_train_epochs:g})")
         super().__post_init__()
         if self.temperature <= 0:
             raise UserError(f"--temperature must be > 0 (got {self.temperature}); the paper's recipe uses 2.0")
+        if self.alpha_lm is not None:
+            if self.alpha_mlm is not None and self.alpha_mlm != self.alpha_lm:
+                raise UserError(f"--alpha_lm {self.alpha_lm} and --alpha_mlm {self.alpha_mlm} name the same weight: "
+                                "give one of them")
+            self.alpha_mlm = self.alpha_lm
+        if self.alpha_mlm is None:
+            self.alpha_mlm = 1.0
+        self.alpha_lm = self.alpha_mlm  # one weight under two names; kept equal so a saved config reloads
         for name in ("alpha_mlm", "alpha_pred", "alpha_hidden", "alpha_attn"):
-            if getattr(self, name) < 0:
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise UserError(f"--{name} must be >= 0 (got {getattr(self, name)})")
+        # alpha_attn None ("auto") may still turn out 1.0 (encoder teacher): `resolve_for_teacher` checks again.
         if self.teacher_name_or_path is not None and not any(
-            getattr(self, n) > 0 for n in ("alpha_mlm", "alpha_pred", "alpha_hidden", "alpha_attn")
+            getattr(self, n) is None or getattr(self, n) > 0
+            for n in ("alpha_mlm", "alpha_pred", "alpha_hidden", "alpha_attn")
         ):
             raise UserError("all loss weights are 0: set at least one of --alpha_mlm, --alpha_pred, --alpha_hidden, "
                             "--alpha_attn above 0")
+        if self.kd_loss not in KD_LOSSES:
+            raise UserError(f"--kd_loss {self.kd_loss!r} is not one of {', '.join(KD_LOSSES)}")
+        if not 0.0 <= self.jsd_beta <= 1.0:
+            raise UserError(f"--jsd_beta must be in [0, 1] (got {self.jsd_beta}): 0 is the forward KL, 1 the reverse")
+        if self.kd_chunk_size < 1:
+            raise UserError(f"--kd_chunk_size must be a positive number of positions (got {self.kd_chunk_size})")
         for name, choices in (
             ("hidden_loss", HIDDEN_LOSSES),
             ("attn_loss", ATTN_LOSSES),
@@ -183,7 +257,8 @@ class HomoDistilConfig(TrainingArguments):
         ):
             if getattr(self, name) not in choices:
                 raise UserError(f"--{name} {getattr(self, name)!r} is not one of {', '.join(choices)}")
-        for name in ("target_hidden_size", "target_num_attention_heads", "target_intermediate_size"):
+        for name in ("target_hidden_size", "target_num_attention_heads", "target_intermediate_size",
+                     "target_num_key_value_heads", "target_head_dim"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise UserError(f"--{name} must be a positive integer (got {value})")
@@ -192,9 +267,11 @@ class HomoDistilConfig(TrainingArguments):
             if parse_param_count(self.target_params) <= 0:
                 raise UserError(f"--target_params must be positive (got {self.target_params})")
             if any(getattr(self, n) is not None for n in
-                   ("target_hidden_size", "target_num_attention_heads", "target_intermediate_size")):
+                   ("target_hidden_size", "target_num_attention_heads", "target_intermediate_size",
+                    "target_num_key_value_heads", "target_head_dim")):
                 raise UserError("--target_params picks the widths itself: drop --target_hidden_size / "
-                                "--target_num_attention_heads / --target_intermediate_size, or drop --target_params")
+                                "--target_num_attention_heads / --target_intermediate_size / "
+                                "--target_num_key_value_heads / --target_head_dim, or drop --target_params")
         for name in ("importance_beta1", "importance_beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise UserError(f"--{name} must be in [0, 1) (got {getattr(self, name)})")
@@ -212,5 +289,16 @@ class HomoDistilConfig(TrainingArguments):
         """Whether any pruning target is set."""
         return self.target_params is not None or any(
             getattr(self, n) is not None
-            for n in ("target_hidden_size", "target_num_attention_heads", "target_intermediate_size")
+            for n in ("target_hidden_size", "target_num_attention_heads", "target_intermediate_size",
+                      "target_num_key_value_heads", "target_head_dim")
         )
+
+    def resolve_for_teacher(self, causal_lm: bool) -> None:
+        """Settle the weights left on "auto" once the teacher's family is known: `alpha_attn` is 1.0 for encoders
+        and 0 for causal-LM teachers (attention maps of long decoder contexts are large, eager attention is slow).
+        Idempotent; refuses a run whose weights all end up 0."""
+        if self.alpha_attn is None:
+            self.alpha_attn = 0.0 if causal_lm else 1.0
+        if not any(getattr(self, n) > 0 for n in ("alpha_mlm", "alpha_pred", "alpha_hidden", "alpha_attn")):
+            raise UserError("all loss weights are 0: set at least one of --alpha_mlm, --alpha_pred, --alpha_hidden, "
+                            "--alpha_attn above 0")

@@ -33,14 +33,10 @@ TEXT_SUFFIXES = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "js
 
 
 def _builder_for(path: str, flag: str) -> str:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{flag} {path} does not exist: pass an existing text, JSON(L) or CSV file")
-    if p.stat().st_size == 0:
-        raise UserError(f"{flag} {path} is empty: pass a file with text in it")
-    if p.suffix.lower() not in TEXT_SUFFIXES:
-        raise UserError(f"{flag} {path}: unknown extension {p.suffix!r}; use one of "
-                        f"{', '.join(sorted(TEXT_SUFFIXES))}")
+    from .cli.validate import check_input_file
+
+    # A file (not a folder), not empty, a known extension, UTF-8 text.
+    p = check_input_file(path, flag, "text, JSON(L) or CSV", suffixes=TEXT_SUFFIXES)
     return TEXT_SUFFIXES[p.suffix.lower()]
 
 
@@ -65,11 +61,28 @@ def load_raw(dataset_name: str | None = None, dataset_config_name: str | None = 
                 raise UserError("--validation_file must have the same format as --train_file")
             files["validation"] = validation_file
         kwargs = {"keep_linebreaks": True} if builder == "text" else {}
-        raw = load_dataset(builder, data_files=files, streaming=streaming, cache_dir=cache_dir, **kwargs)
+        try:
+            raw = load_dataset(builder, data_files=files, streaming=streaming, cache_dir=cache_dir, **kwargs)
+        except Exception as err:  # datasets wraps a decode error of a file (binary past the sniffed start)
+            if not _caused_by(err, UnicodeDecodeError):
+                raise
+            named = f"--train_file {train_file}" + (f" or --validation_file {validation_file}" * bool(validation_file))
+            raise UserError(f"{named} is not UTF-8 text throughout: pass text files saved as UTF-8") from None
     if "validation" not in raw and validation_split_percentage > 0 and not streaming:
         split = raw["train"].train_test_split(test_size=validation_split_percentage / 100, seed=0)
         raw = DatasetDict(train=split["train"], validation=split["test"])
     return raw
+
+
+def _caused_by(err: BaseException, kind: type[BaseException]) -> bool:
+    """Whether `err` or an exception it was raised from is a `kind`."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kind):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def text_column(dataset, name: str | None = None) -> str:
@@ -143,6 +156,37 @@ class MaskEpochCallback(TrainerCallback):
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.collator.epoch = math.floor((state.epoch or 0) + 1e-9)
+
+
+@dataclass
+class CausalLMCollator:
+    """Batches for a causal LM: `input_ids`, `attention_mask`, and `labels` = the input ids (the model shifts them:
+    the logits at t predict token t + 1), -100 on padding. No masking; other columns (`token_type_ids`,
+    `special_tokens_mask`) are dropped, since decoders take neither.
+
+    Unlike `DataCollatorForLanguageModeling(mlm=False)`, labels are not cleared where a token equals the pad id:
+    decoder tokenizers often pad with their end-of-text token (see `ensure_pad_token`), which is a real target
+    inside packed text.
+    """
+
+    tokenizer: object
+    keys: tuple[str, ...] = ("input_ids", "attention_mask")
+
+    def __call__(self, examples):
+        features = [{k: e[k] for k in self.keys if k in e} for e in examples]
+        batch = self.tokenizer.pad(features, return_tensors="pt")
+        labels = batch["input_ids"].clone()
+        if "attention_mask" in batch:
+            labels[batch["attention_mask"] == 0] = -100
+        batch["labels"] = labels
+        return dict(batch)
+
+
+def ensure_pad_token(tokenizer) -> None:
+    """Give a tokenizer without a pad token (most decoders: GPT-2, Llama) its end-of-text token as the pad token,
+    so batches can be padded; packed blocks have no padding, and padded positions are masked out of every loss."""
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
 
 
 def builtin_corpus(path: str | Path, max_lines: int = 20000) -> Path:

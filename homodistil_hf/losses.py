@@ -7,8 +7,11 @@ trainer does this to make gradient accumulation exactly equal to one big batch).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from .errors import UserError
 
@@ -41,6 +44,115 @@ def kd_logits_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t
     t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
     per_position = F.kl_div(s, t, log_target=True, reduction="none").sum(-1) * temperature**2
     return _reduce(per_position, mask, reduction)
+
+
+KD_LOSSES = ("forward_kl", "reverse_kl", "jsd")
+
+
+def _divergence_per_position(student: torch.Tensor, teacher: torch.Tensor, temperature: float, kind: str,
+                             beta: float) -> torch.Tensor:
+    """T^2 x the divergence `kind` between the two softmaxes, per row of [positions, vocab] logits (fp32)."""
+    s = F.log_softmax(student.float() / temperature, dim=-1)
+    t = F.log_softmax(teacher.float() / temperature, dim=-1)
+    # F.kl_div(a, b, log_target=True) is KL(exp(b) || exp(a)).
+    if kind == "forward_kl" or (kind == "jsd" and beta == 0):
+        per_row = F.kl_div(s, t, log_target=True, reduction="none").sum(-1)
+    elif kind == "reverse_kl" or (kind == "jsd" and beta == 1):
+        per_row = F.kl_div(t, s, log_target=True, reduction="none").sum(-1)
+    else:
+        # Mixture m = beta * teacher + (1 - beta) * student, in log space.
+        log_m = torch.logaddexp(s + math.log1p(-beta), t + math.log(beta))
+        per_row = (beta * F.kl_div(log_m, t, log_target=True, reduction="none").sum(-1)
+                   + (1 - beta) * F.kl_div(log_m, s, log_target=True, reduction="none").sum(-1))
+    return per_row * temperature**2
+
+
+def _chunk_sum(student: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor | None, temperature: float,
+               kind: str, beta: float) -> torch.Tensor:
+    per_row = _divergence_per_position(student, teacher, temperature, kind, beta)
+    return per_row.sum() if weight is None else (per_row * weight).sum()
+
+
+def kd_logits_loss_chunked(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0,
+                           mask: torch.Tensor | None = None, reduction: str = "mean", kind: str = "forward_kl",
+                           beta: float = 0.5, chunk_size: int = 1024) -> torch.Tensor:
+    """Logit distillation over [..., vocab] logits, `chunk_size` positions at a time, for large vocabularies.
+
+    `kind`:
+    - 'forward_kl': T^2 KL(teacher || student), the same value and gradient as `kd_logits_loss`;
+    - 'reverse_kl': T^2 KL(student || teacher) (mode seeking, MiniLLM style);
+    - 'jsd': T^2 x the generalised Jensen-Shannon divergence of TRL's GKD trainer
+      (`GKDTrainer.generalized_jsd_loss`, Agarwal et al. 2024, "On-Policy Distillation of Language Models", eq. 1):
+      with the mixture m = beta * teacher + (1 - beta) * student,
+      JSD_beta = beta * KL(teacher || m) + (1 - beta) * KL(student || m); as in TRL, beta = 0 is taken to mean the
+      forward KL(teacher || student) and beta = 1 the reverse KL(student || teacher) (the mixture formula itself
+      vanishes at both ends). Unlike TRL, the T^2 factor is applied, as for the other kinds.
+
+    Memory: the model logits are read chunk by chunk; each chunk's fp32 softmaxes exist only while that chunk is
+    computed, and under autograd each chunk runs in `torch.utils.checkpoint`, so the backward recomputes one chunk
+    at a time instead of keeping every chunk's softmaxes (the gradient of the logits, their size, is unavoidable).
+    `mask` (1 = a real position, shape = logits.shape[:-1]) and `reduction` are as in the other losses.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if kind not in KD_LOSSES:
+        raise ValueError(f"kind must be one of {', '.join(KD_LOSSES)}, got {kind!r}")
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must be in [0, 1], got {beta}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"logits differ in shape: student {tuple(student_logits.shape)}, teacher "
+                         f"{tuple(teacher_logits.shape)}")
+    vocab = student_logits.shape[-1]
+    s_rows, t_rows = student_logits.reshape(-1, vocab), teacher_logits.reshape(-1, vocab)
+    weights = None if mask is None else mask.reshape(-1).to(torch.float32)
+    checkpointed = torch.is_grad_enabled() and (s_rows.requires_grad or t_rows.requires_grad)
+    total = s_rows.new_zeros((), dtype=torch.float32)
+    for start in range(0, s_rows.shape[0], chunk_size):
+        rows = slice(start, start + chunk_size)
+        w = None if weights is None else weights[rows]
+        if checkpointed:
+            total = total + checkpoint(_chunk_sum, s_rows[rows], t_rows[rows], w, temperature, kind, beta,
+                                       use_reentrant=False)
+        else:
+            total = total + _chunk_sum(s_rows[rows], t_rows[rows], w, temperature, kind, beta)
+    if reduction == "sum":
+        return total
+    if reduction == "mean":
+        count = weights.sum() if weights is not None else torch.tensor(float(s_rows.shape[0]))
+        return total / count.to(total.device).clamp(min=1)
+    raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean",
+                   chunk_size: int = 1024) -> torch.Tensor:
+    """Next-token cross-entropy of a causal LM: the logits at position t predict `labels` at t + 1 (-100 = ignored).
+
+    Labels are shifted (not logits), as transformers' `ForCausalLMLoss` does, so the logits are never copied; the
+    fp32 log-softmax is computed `chunk_size` positions at a time (checkpointed under autograd, as in
+    `kd_logits_loss_chunked`). 'mean' divides by the number of predicted tokens, `(labels[..., 1:] != -100).sum()`.
+    """
+    vocab = logits.shape[-1]
+    targets = F.pad(labels, (0, 1), value=-100)[..., 1:].reshape(-1).to(logits.device)
+    rows = logits.reshape(-1, vocab)
+    checkpointed = torch.is_grad_enabled() and rows.requires_grad
+    total = rows.new_zeros((), dtype=torch.float32)
+    for start in range(0, rows.shape[0], chunk_size):
+        part = slice(start, start + chunk_size)
+        if checkpointed:
+            total = total + checkpoint(_cross_entropy_sum, rows[part], targets[part], use_reentrant=False)
+        else:
+            total = total + _cross_entropy_sum(rows[part], targets[part])
+    if reduction == "sum":
+        return total
+    if reduction == "mean":
+        return total / (targets != -100).sum().clamp(min=1)
+    raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+
+
+def _cross_entropy_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.float(), targets, ignore_index=-100, reduction="sum")
 
 
 def kd_regression_loss(student_preds: torch.Tensor, teacher_preds: torch.Tensor, mask: torch.Tensor | None = None,

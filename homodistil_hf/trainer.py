@@ -2,8 +2,10 @@
 are set, prunes the student on a schedule while it learns (HomoDistil).
 
 Loss (one teacher pass, one student pass):
-    alpha_mlm * student's own loss on the labels (MLM, or the task loss)
-  + alpha_pred * T^2 KL(teacher || student) on the output logits
+    alpha_mlm * student's own loss on the labels (MLM, next-token LM for decoders, or the task loss)
+  + alpha_pred * T^2 KL(teacher || student) on the output logits (for causal LMs: --kd_loss forward_kl / reverse_kl /
+    jsd at every non-padding position, computed in chunks of positions so that the vocabulary-sized softmaxes stay
+    small)
   + alpha_hidden * hidden-state loss over mapped layers (kept channels against their teacher channels)
   + alpha_attn * attention loss over mapped layers (kept heads against their teacher heads)
 The maths is in `losses.py`; this module only gathers the tensors and the counts.
@@ -11,6 +13,9 @@ The maths is in `losses.py`; this module only gathers the tensors and the counts
 Gradient accumulation: every term is a sum over its positions divided by the number of such positions in the whole
 accumulation window (counted in `get_batch_samples`), so accumulating k micro-batches gives exactly the loss and
 gradient of one k-times larger batch. The returned loss is therefore already scaled (`loss_is_scaled_for_ga`).
+A causal LM's own loss is computed here from its logits (not by the model): the logits at t predict the label at
+t + 1, so its count is the labelled tokens after the shift, `labels[..., 1:] != -100` (as transformers counts
+`num_items_in_batch` for causal LMs).
 """
 
 from __future__ import annotations
@@ -29,22 +34,25 @@ from transformers.trainer_pt_utils import nested_gather
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .arch import get_adapter
-from .callback import PruningCallback
 from .config import HomoDistilConfig
 from .errors import UserError
 from .export import export_model
-from .importance import build_importance
 from .loading import load_teacher
 from .losses import (
     attention_loss,
+    causal_lm_loss,
     hidden_state_loss,
     kd_logits_loss,
+    kd_logits_loss_chunked,
     kd_regression_loss,
     parse_layer_map,
 )
-from .pruner import STATE_FILE, Pruner
-from .shapes import Shape, count_backbone_params, resolve_target
-from .state import PruningState
+from .pruning.callback import PruningCallback
+from .pruning.importance import IMPORTANCES
+from .pruning.pruner import STATE_FILE, Pruner
+from .pruning.shape import Shape
+from .pruning.state import PruningState
+from .pruning.targets import count_backbone_params, resolve_target
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +116,9 @@ class HomoDistilTrainer(Trainer):
         if teacher is None:
             raise UserError("no teacher: pass teacher= or set --teacher_name_or_path")
         if isinstance(teacher, str | os.PathLike):
-            teacher = load_teacher(str(teacher))
-        get_adapter(teacher)
+            teacher = load_teacher(str(teacher), gguf_file=args.teacher_gguf_file)
+        # Weights left on "auto" (alpha_attn) depend on the teacher's family.
+        args.resolve_for_teacher(get_adapter(teacher).causal_lm)
         if model is None:
             model = copy.deepcopy(teacher).train().requires_grad_(True)
         self._check_distributed_support(args)
@@ -132,8 +141,7 @@ class HomoDistilTrainer(Trainer):
                                 f"({target}): pruning starts from a full copy of the teacher")
             physical = args.pruning_mode == "physical" or (
                 args.pruning_mode == "auto" and args.parallel_mode.value != "distributed")
-            importance = build_importance(args.importance, args.importance_beta1, args.importance_beta2,
-                                          args.pruning_seed if args.pruning_seed is not None else args.seed)
+            importance = IMPORTANCES[args.importance].from_config(args)
             self.pruner = Pruner(model, target, importance, physical=physical)
             self.correspondence = self.pruner
 
@@ -154,6 +162,8 @@ class HomoDistilTrainer(Trainer):
         self._teacher_has_logits: bool | None = None
         unwrapped = self.accelerator.unwrap_model(self.model)
         self._student_takes_labels = "labels" in inspect.signature(unwrapped.forward).parameters
+        # A causal LM (not a decoder with a task head): next-token loss and chunked logit KD, computed here.
+        self._causal_lm = is_causal_lm(unwrapped)
 
     # --- setup ------------------------------------------------------------------------------------------------------
     @staticmethod
@@ -214,6 +224,7 @@ class HomoDistilTrainer(Trainer):
         labels = inputs.get("labels")
         if torch.is_tensor(labels) and ids is not None and labels.shape == ids.shape:
             out["labelled"] = (labels != -100).sum()
+            out["next_tokens"] = (labels[..., 1:] != -100).sum()  # the targets of a causal LM (labels shifted)
         return out
 
     def _scale(self, kind: str, micro: dict[str, torch.Tensor], training: bool) -> torch.Tensor | float:
@@ -233,7 +244,10 @@ class HomoDistilTrainer(Trainer):
             flags["output_attentions"] = True
         labels = inputs.get("labels")
         use_labels = args.alpha_mlm > 0 and labels is not None and self._student_takes_labels
-        student_inputs = inputs if use_labels else {k: v for k, v in inputs.items() if k != "labels"}
+        # A causal LM's own loss is computed from its logits below (chunked, exact counts): the model gets no labels.
+        causal_labels = use_labels and self._causal_lm
+        student_inputs = inputs if use_labels and not causal_labels else {
+            k: v for k, v in inputs.items() if k != "labels"}
         s_out = model(**student_inputs, **flags)
         with torch.no_grad():
             t_out = self.teacher(**{k: v for k, v in inputs.items() if k != "labels"}, **flags)
@@ -242,9 +256,17 @@ class HomoDistilTrainer(Trainer):
         micro = {k: v.to(s_out[0].device) if torch.is_tensor(v) else v for k, v in self._counts(inputs).items()}
         mask = inputs.get("attention_mask")
         terms: dict[str, torch.Tensor] = {}
-        if use_labels and getattr(s_out, "loss", None) is not None:
+        if causal_labels:
+            terms["loss_mlm"] = causal_lm_loss(s_out.logits, labels, "sum", args.kd_chunk_size) / self._scale(
+                "next_tokens", micro, training)
+        elif use_labels and getattr(s_out, "loss", None) is not None:
             kind = "labelled" if "labelled" in micro else "examples"
-            terms["loss_mlm"] = s_out.loss * micro[kind] / self._scale(kind, micro, training)
+            own = s_out.loss
+            if kind == "labelled":
+                # No token of this micro-batch is labelled (none was masked): the model's mean over zero labels is
+                # NaN, and 0 * NaN is NaN. The batch adds 0 instead; torch.where sends no gradient to the NaN branch.
+                own = torch.where(micro[kind] > 0, own, torch.zeros_like(own))
+            terms["loss_mlm"] = own * micro[kind] / self._scale(kind, micro, training)
         if args.alpha_pred > 0:
             pred = self._pred_term(s_out, t_out, inputs, micro, training)
             if pred is not None:
@@ -296,14 +318,19 @@ class HomoDistilTrainer(Trainer):
                     s, t = s.float().masked_fill(mask == 0, neg), t.float().masked_fill(mask == 0, neg)
                 total = total + kd_logits_loss(s, t, args.temperature, reduction="sum")
             return total / 2 / self._scale("examples", micro, training)
-        if s_logits.dim() == 3:  # token level (MLM, token classification)
+        if s_logits.dim() == 3:  # token level (MLM, causal LM, token classification)
             labels = inputs.get("labels")
             if args.pred_loss_positions == "masked" and labels is not None:
                 positions, kind = (labels != -100), "labelled"
             else:
                 positions, kind = inputs.get("attention_mask"), "tokens"
-            return kd_logits_loss(s_logits, t_logits, args.temperature, positions, "sum") / self._scale(
-                kind, micro, training)
+            if self._causal_lm:
+                # Both models see the same inputs, so position t of each predicts token t + 1: compare them as is.
+                total = kd_logits_loss_chunked(s_logits, t_logits, args.temperature, positions, "sum",
+                                               kind=args.kd_loss, beta=args.jsd_beta, chunk_size=args.kd_chunk_size)
+            else:
+                total = kd_logits_loss(s_logits, t_logits, args.temperature, positions, "sum")
+            return total / self._scale(kind, micro, training)
         if s_logits.shape[-1] == 1:  # regression head
             return kd_regression_loss(s_logits, t_logits, reduction="sum") / self._scale("examples", micro, training)
         return kd_logits_loss(s_logits, t_logits, args.temperature, reduction="sum") / self._scale(
@@ -429,8 +456,11 @@ class HomoDistilTrainer(Trainer):
         model = self.accelerator.unwrap_model(self.model)
         if self.pruner is not None:
             if not self.pruner.done:
-                logger.warning("exporting before the targets are reached: the model has %s, the target is %s",
-                               self.pruner.state.shape, self.pruner.target)
+                # An export is the target shape or nothing: a half-pruned model would pass for the real thing.
+                raise UserError(f"the student was not exported: training stopped at step {self.state.global_step} "
+                                f"before pruning reached the targets (it has {self.pruner.state.shape}, the target "
+                                f"is {self.pruner.target}); lower --prune_end or raise --max_steps / "
+                                "--num_train_epochs, then train again (or resume from a checkpoint)")
             state, physical = self.pruner.state, self.pruner.physical
         else:
             state, physical = self.correspondence.state, True
@@ -451,6 +481,7 @@ class HomoDistilTrainer(Trainer):
                 "steps": self.state.global_step, "learning_rate": a.learning_rate,
                 "batch_size": a.per_device_train_batch_size * a.gradient_accumulation_steps * a.world_size,
                 "temperature": a.temperature, "alpha_mlm": a.alpha_mlm, "alpha_pred": a.alpha_pred,
+                **({"kd_loss": a.kd_loss, "jsd_beta": a.jsd_beta} if self._causal_lm else {}),
                 "alpha_hidden": a.alpha_hidden, "alpha_attn": a.alpha_attn, "hidden_loss": a.hidden_loss,
                 "attn_loss": a.attn_loss, "importance": a.importance, "schedule": a.pruning_schedule,
                 "prune_start": a.prune_start, "prune_end": a.prune_end, "prune_every": a.prune_every,
@@ -512,14 +543,17 @@ def _disable_attention_dropout(model: nn.Module) -> None:
     """Attention maps after dropout are not distributions (zeros and 1/(1-p) rescaling), so a KL against the teacher's
     is infinite. The student's attention-probability dropout is switched off in its modules while attention maps are
     distilled; the config keeps its value, so fine-tuning the exported model uses it as usual."""
-    changed = False
-    for parts in get_adapter(model).layers(model):
-        dropout = getattr(parts.attention, "dropout", None)
-        if isinstance(dropout, nn.Dropout) and dropout.p > 0:
-            dropout.p = 0.0
-            changed = True
-    if changed:
+    adapter = get_adapter(model)
+    changed = [adapter.disable_attention_dropout(parts) for parts in adapter.layers(model)]
+    if any(changed):
         logger.info("attention-probability dropout is off in the student while attention maps are distilled")
+
+
+def is_causal_lm(model: nn.Module) -> bool:
+    """Whether `model` is a causal language model of a decoder family (`LlamaForCausalLM`, `GPT2LMHeadModel`, ...),
+    as opposed to an encoder or a decoder under a task head (sequence classification, ...)."""
+    name = type(model).__name__
+    return get_adapter(model).causal_lm and name.endswith(("ForCausalLM", "LMHeadModel"))
 
 
 def _logits(output) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None:

@@ -10,13 +10,14 @@ warnings on stderr would show.
 import importlib.util
 import json
 import os
+import random
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import OPTConfig, OPTForCausalLM
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
 import homodistil_hf.cli.run_distill as run_distill
@@ -50,8 +51,8 @@ CASES = [
     Case("no_corpus", ["--dataset_name", "--train_file"], {"--train_file": None}),
     Case("teacher_missing", ["--teacher_name_or_path", "no-such-teacher"],
          {"--teacher_name_or_path": "{d}/no-such-teacher"}),
-    Case("teacher_gpt2", ["--teacher_name_or_path", "gpt2", "'gpt2'", "supported model types: bert"],
-         {"--teacher_name_or_path": "{d}/gpt2"}),
+    Case("teacher_unsupported", ["--teacher_name_or_path", "opt", "'opt'", "supported model types: bert"],
+         {"--teacher_name_or_path": "{d}/opt"}),
     Case("teacher_without_weights", ["--teacher_name_or_path", "config-only", "model.safetensors"],
          {"--teacher_name_or_path": "{d}/config-only"}, loads_weights=True),
     Case("teacher_missing_flag", ["--teacher_name_or_path", "required"], {"--teacher_name_or_path": None}),
@@ -103,6 +104,28 @@ CASES = [
          {"--student_num_hidden_layers": "1"}),
     Case("streaming_without_max_steps", ["--streaming needs --max_steps"],
          {"--streaming": "true", "--max_steps": None}),
+    Case("train_file_is_directory", ["--train_file", "a-folder", "is a directory", "pass a text"],
+         {"--train_file": "{d}/a-folder"}),
+    Case("binary_corpus", ["--train_file", "binary.txt", "not UTF-8 text", "binary data at byte"],
+         {"--train_file": "{d}/binary.txt"}, subprocess=True),
+    Case("binary_past_the_sniffed_start", ["--train_file", "late-binary.txt", "not UTF-8 text"],
+         {"--train_file": "{d}/late-binary.txt"}),
+    Case("teacher_is_a_file", ["--teacher_name_or_path", "config.json", "is a file", "model folder"],
+         {"--teacher_name_or_path": "{t}/config.json"}),
+    Case("tokenizer_missing", ["--tokenizer_name", "no-such-tokenizer", "does not exist", "Hub id"],
+         {"--tokenizer_name": "{d}/no-such-tokenizer"}),
+    Case("max_steps_negative", ["--max_steps", "-1 (unset", "got -5"], {"--max_steps": "-5"}),
+    Case("max_steps_zero", ["--max_steps", "positive", "got 0"], {"--max_steps": "0"}),
+    Case("batch_size_zero", ["--per_device_train_batch_size must be >= 1", "got 0"],
+         {"--per_device_train_batch_size": "0"}),
+    Case("gradient_accumulation_zero", ["--gradient_accumulation_steps must be >= 1"],
+         {"--gradient_accumulation_steps": "0"}),
+    Case("prune_end_after_max_steps", ["--prune_end 50", "step 50", "--max_steps 2", "never be reached"],
+         {"--prune_end": "50"}),
+    # 0.9 of 2 steps rounds to step 2, one past the last step (1): the schedule would end outside the run too.
+    Case("prune_end_fraction_at_the_end", ["--prune_end 0.9", "step 2", "the last is step 1"], {"--prune_end": "0.9"}),
+    Case("prune_end_after_epochs", ["--prune_end 500", "--num_train_epochs 1", "never be reached"],
+         {"--max_steps": None, "--num_train_epochs": "1", "--prune_end": "500"}),
 ]
 if importlib.util.find_spec("deepspeed") is None:
     CASES.append(Case("deepspeed_not_installed", ["a flag needs deepspeed", "pip install"],
@@ -141,10 +164,14 @@ def data(tmp_path_factory):
     write_corpus(d / "corpus.txt", 100)
     (d / "short.txt").write_text("Just one short line.\n")
     (d / "empty.txt").write_text("")
+    (d / "a-folder").mkdir()
+    (d / "binary.txt").write_bytes(bytes(random.Random(0).randrange(256) for _ in range(4096)))
+    # Text for longer than the sniffed start (validate.SNIFF_BYTES), then bytes that are not UTF-8.
+    (d / "late-binary.txt").write_bytes((d / "corpus.txt").read_bytes() * 40 + b"\xff\xfe\x00binary\n")
     (d / "corpus.parquet").write_text("not really parquet\n")
     (d / "val.csv").write_text("text\nHello there.\n")
-    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=64)).save_pretrained(
-        d / "gpt2")
+    OPTForCausalLM(OPTConfig(num_hidden_layers=1, hidden_size=16, ffn_dim=32, num_attention_heads=2, vocab_size=50,
+                             max_position_embeddings=64)).save_pretrained(d / "opt")
     (d / "config-only").mkdir()
     (d / "config-only" / "config.json").write_text((teacher / "config.json").read_text())
     tiny_tokenizer(tiny_vocab() + [f"extra{i}" for i in range(100)]).save_pretrained(d / "big-tokenizer")
@@ -246,6 +273,58 @@ def test_bad_input_subprocess_all(case, data, tmp_path):
     proc = _subprocess(case, data, tmp_path)
     # Library chatter does not bury the error: it is the last line, and nothing else warns.
     assert proc.stderr.rstrip().splitlines()[-1].startswith("error:")
+
+
+TYPO_ARGV = {
+    "run_distill": ["--train_file", "{d}/corpus.txt", "--output_dir", "out", "--use_cpu", "--max_steps", "2"],
+    "run_glue": ["--task_name", "mrpc", "--do_eval", "--output_dir", "out", "--use_cpu"],
+    "run_squad": ["--do_eval", "--output_dir", "out", "--use_cpu"],
+}
+MODEL_FLAG = {"run_distill": "--teacher_name_or_path", "run_glue": "--model_name_or_path",
+              "run_squad": "--model_name_or_path"}
+
+
+@pytest.mark.parametrize("script,flag", [(s, MODEL_FLAG[s]) for s in TYPO_ARGV] + [
+    ("run_distill", "--tokenizer_name"), ("run_glue", "--teacher_name_or_path"), ("run_glue", "--tokenizer_name"),
+    ("run_squad", "--config_name")])
+def test_mistyped_local_folder_is_named_before_any_hub_access(script, flag, data, tmp_path, monkeypatch, capsys):
+    """`outputs/quickstrat`, a typo of the folder `outputs/quickstart`, is a local path that does not exist, not the
+    Hub repo `quickstrat` of a user called `outputs`: one line at once, no Hub lookup (sockets are blocked here)."""
+    import importlib
+    import socket
+
+    teacher, d = data
+    module = importlib.import_module(f"homodistil_hf.cli.{script}")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs" / "quickstart").mkdir(parents=True)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the Hub was asked for a mistyped local folder")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    argv = [a.format(d=d) for a in TYPO_ARGV[script]]
+    if flag != MODEL_FLAG[script]:
+        argv += [MODEL_FLAG[script], str(teacher)]
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(module.main, [flag, "outputs/quickstrat", *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {flag} outputs/quickstrat does not exist: pass an existing local model folder (check the "
+                   "spelling) or a Hub id such as org/name")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outputs"]  # nothing written
+
+
+def test_local_paths_and_hub_ids(tmp_path, monkeypatch):
+    from homodistil_hf.cli.validate import looks_local
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs").mkdir()
+    for hub_id in ("bert-base-uncased", "google-bert/bert-base-uncased", "sentence-transformers/all-MiniLM-L6-v2"):
+        assert not looks_local(hub_id), hub_id
+    for local in ("outputs/quickstrat", "./model", "../model", "/abs/model", "~/model", "a/b/c", "outputs/",
+                  r"C:\models\bert", "my model"):
+        assert looks_local(local), local
 
 
 def test_table_is_big_enough():

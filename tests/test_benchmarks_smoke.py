@@ -102,12 +102,13 @@ def test_benchmark_pipeline_writes_results(tmp_path, monkeypatch, one_thread):
     assert "before" in speed["runs"]["prune_late"]["phases"]
     assert data["inference"]["speedup_flops"] > 1 and data["inference"]["efficiency"] > 0
     assert set(data["memory"]["runs"]) == {"reference", "trainer_equal_shape", "trainer_pruning_physical",
-                                           "trainer_pruning_masks"}
+                                           "trainer_pruning_masks", "trainer_pruning_structure_physical",
+                                           "trainer_pruning_structure_masks"}
     phys = data["physical_vs_masks"]
     assert phys["train_time_ratio"] > 0 and phys["runs"]["physical"]["params"] == phys["runs"]["masks"]["params"]
     assert set(data["discrepancy"]) == set(run.VARIANTS)
     assert all(h["eval_loss_hidden"] >= 0 for h in data["discrepancy"]["homodistil"])
-    assert len(data["ablations"]["schedule"]) == 5 and len(data["ablations"]["importance"]) == 4
+    assert len(data["ablations"]["schedule"]) == 5 and len(data["ablations"]["importance"]) == len(run.IMPORTANCES)
     text = readme.read_text()
     assert "## 3. Quality" in text and "Not run yet" not in text
     assert {p.name for p in (readme.parent / "figures").glob("*.png")} >= {"discrepancy.png", "schedule.png",

@@ -9,8 +9,10 @@ import torch.nn.functional as F
 from homodistil_hf.errors import UserError
 from homodistil_hf.losses import (
     attention_loss,
+    causal_lm_loss,
     hidden_state_loss,
     kd_logits_loss,
+    kd_logits_loss_chunked,
     kd_regression_loss,
     parse_layer_map,
     uniform_layer_map,
@@ -141,3 +143,111 @@ def test_attention_kl_gradient_is_finite_with_padded_keys():
     logits.requires_grad_(True)
     attention_loss(torch.softmax(logits, -1), t, "kl").backward()
     assert torch.isfinite(logits.grad).all()
+
+
+# --- chunked logit distillation (decoders) -------------------------------------------------------------------------
+def _unchunked(s, t, temp, kind, beta, mask=None):
+    """The divergences written out from their definitions over the whole tensor at once."""
+    ls, lt = F.log_softmax(s / temp, -1), F.log_softmax(t / temp, -1)
+    ps, pt = ls.exp(), lt.exp()
+    if kind == "forward_kl" or (kind == "jsd" and beta == 0):
+        per = (pt * (lt - ls)).sum(-1)
+    elif kind == "reverse_kl" or (kind == "jsd" and beta == 1):
+        per = (ps * (ls - lt)).sum(-1)
+    else:
+        m = beta * pt + (1 - beta) * ps
+        per = beta * (pt * (lt - m.log())).sum(-1) + (1 - beta) * (ps * (ls - m.log())).sum(-1)
+    per = per * temp**2
+    return (per * mask).sum() if mask is not None else per.sum()
+
+
+@pytest.mark.parametrize("kind,beta", [("forward_kl", 0.5), ("reverse_kl", 0.5), ("jsd", 0.5), ("jsd", 0.1),
+                                       ("jsd", 0.0), ("jsd", 1.0)])
+@pytest.mark.parametrize("chunk", [1, 3, 7, 100])
+def test_chunked_kd_value_and_gradient_equal_the_unchunked_definition(kind, beta, chunk):
+    g = torch.Generator().manual_seed(1)
+    s = torch.randn(2, 7, 13, generator=g, requires_grad=True)
+    t = torch.randn(2, 7, 13, generator=g)
+    mask = (torch.arange(7) < torch.tensor([[7], [4]])).long()
+    got = kd_logits_loss_chunked(s, t, 2.0, mask, "sum", kind=kind, beta=beta, chunk_size=chunk)
+    (grad,) = torch.autograd.grad(got, s)
+    s_ref = s.detach().clone().requires_grad_(True)
+    want = _unchunked(s_ref, t, 2.0, kind, beta, mask)
+    (grad_ref,) = torch.autograd.grad(want, s_ref)
+    assert got.item() == pytest.approx(want.item(), rel=1e-5, abs=1e-6)
+    assert torch.allclose(grad, grad_ref, atol=1e-6)
+    assert grad[1, 4:].abs().max() == 0  # masked positions get no gradient
+
+
+def test_chunked_forward_kl_equals_kd_logits_loss_value_and_gradient():
+    g = torch.Generator().manual_seed(2)
+    s = torch.randn(3, 5, 17, generator=g, requires_grad=True)
+    t = torch.randn(3, 5, 17, generator=g)
+    mask = torch.ones(3, 5)
+    mask[0, 3:] = 0
+    for reduction in ("sum", "mean"):
+        got = kd_logits_loss_chunked(s, t, 3.0, mask, reduction, chunk_size=4)
+        (grad,) = torch.autograd.grad(got, s)
+        want = kd_logits_loss(s, t, 3.0, mask, reduction)
+        (grad_ref,) = torch.autograd.grad(want, s)
+        assert got.item() == pytest.approx(want.item(), rel=1e-6)
+        assert torch.allclose(grad, grad_ref, atol=1e-6)
+
+
+def test_chunked_kd_zero_on_identical_and_jsd_endpoints():
+    logits = torch.randn(2, 4, 9)
+    for kind in ("forward_kl", "reverse_kl", "jsd"):
+        assert kd_logits_loss_chunked(logits, logits.clone(), 2.0, kind=kind).abs().item() < 1e-6
+    s, t = torch.randn(6, 9), torch.randn(6, 9)
+    fwd = kd_logits_loss_chunked(s, t, 1.0, kind="forward_kl")
+    rev = kd_logits_loss_chunked(s, t, 1.0, kind="reverse_kl")
+    assert kd_logits_loss_chunked(s, t, 1.0, kind="jsd", beta=0.0).item() == pytest.approx(fwd.item())
+    assert kd_logits_loss_chunked(s, t, 1.0, kind="jsd", beta=1.0).item() == pytest.approx(rev.item())
+    # Symmetric at beta = 0.5 (the classic JSD, bounded by log 2).
+    half = kd_logits_loss_chunked(s, t, 1.0, kind="jsd", beta=0.5)
+    assert half.item() == pytest.approx(kd_logits_loss_chunked(t, s, 1.0, kind="jsd", beta=0.5).item(), rel=1e-5)
+    assert 0 < half.item() <= math.log(2)
+
+
+def test_chunked_kd_checks_its_arguments():
+    s = torch.randn(2, 5)
+    for kwargs in ({"kind": "kl"}, {"kind": "jsd", "beta": 1.5}, {"chunk_size": 0}, {"temperature": 0.0}):
+        with pytest.raises(ValueError):
+            kd_logits_loss_chunked(s, s, **kwargs)
+    with pytest.raises(ValueError):
+        kd_logits_loss_chunked(s, torch.randn(2, 6))
+
+
+def test_chunked_kd_does_not_keep_every_chunk_for_the_backward():
+    """Under autograd the chunks are checkpointed: the graph keeps views of the logits, not one fp32 softmax per
+    chunk (without the checkpoint, tensors of the logits' size would be saved for the backward)."""
+    s = torch.randn(64, 50, requires_grad=True)
+    t = torch.randn(64, 50)
+    logits_storage = {s.untyped_storage().data_ptr(), t.untyped_storage().data_ptr()}
+    new = []
+
+    def pack(x):
+        if x.untyped_storage().data_ptr() not in logits_storage:
+            new.append(x.numel())
+        return x
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+        loss = kd_logits_loss_chunked(s, t, 2.0, chunk_size=8)
+    assert sum(new) < 50  # scalars only
+    loss.backward()
+    assert torch.isfinite(s.grad).all()
+
+
+def test_causal_lm_loss_matches_shifted_cross_entropy():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 6, 11, generator=g, requires_grad=True)
+    labels = torch.randint(0, 11, (2, 6), generator=g)
+    labels[1, 4:] = -100
+    got = causal_lm_loss(logits, labels, "mean", chunk_size=5)
+    want = F.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1), ignore_index=-100)
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    (grad,) = torch.autograd.grad(got, logits)
+    (grad_ref,) = torch.autograd.grad(want, logits)
+    assert torch.allclose(grad, grad_ref, atol=1e-7)
+    total = causal_lm_loss(logits, labels, "sum")
+    assert total.item() == pytest.approx(want.item() * (labels[:, 1:] != -100).sum().item(), rel=1e-6)

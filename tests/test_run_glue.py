@@ -15,7 +15,7 @@ from homodistil_hf.cli.common import run_cli
 from homodistil_hf.cli.run_glue import main
 from homodistil_hf.errors import UserError
 from homodistil_hf.tasks.glue import GLUE_TASKS, read_glue_tsv
-from homodistil_hf.testing import minilm_path, save_tiny_model, shared_data_dir
+from homodistil_hf.testing import has_minilm, minilm_path, save_tiny_model, shared_data_dir
 
 WORDS = "the man was good and she had made a little world of people who came after that year".split()
 FAST = [
@@ -404,16 +404,41 @@ def test_real_mrpc_folder_tiny_model(tmp_path, cls_model):
         (["--do_eval"], r"no data: pass --task_name"),
         (["--task_name", "rte", "--do_eval"], r"Hub dataset nyu-mll/glue \(rte\) could not be loaded.*--data_dir"),
         (["--task_name", "rte", "--data_dir", "{tmp}/mrpc", "--do_eval", "--lora_r", "0"], r"--lora_r must be"),
+        (["--train_file", "{tmp}/mrpc", "--do_train"], r"--train_file .*mrpc is a directory: pass a CSV"),
+        (["--task_name", "mrpc", "--data_dir", "{tmp}/mrpc/dev.tsv", "--do_eval"], r"--data_dir .*dev.tsv is a file"),
+        (["--train_file", "{tmp}/binary.csv", "--do_train"], r"--train_file .*binary.csv is not UTF-8 text"),
+        (["--task_name", "mrpc", "--data_dir", "{tmp}/binary-mrpc", "--do_eval"], r"dev.tsv is not UTF-8 text"),
+        (["--task_name", "mrpc", "--data_dir", "{tmp}/mrpc", "--do_train", "--max_steps", "-5"],
+         r"--max_steps must be a positive number .*got -5"),
+        (["--task_name", "mrpc", "--data_dir", "{tmp}/mrpc", "--do_train", "--per_device_train_batch_size", "0"],
+         r"--per_device_train_batch_size must be >= 1 \(got 0\)"),
+        (["--task_name", "mrpc", "--data_dir", "{tmp}/mrpc", "--do_eval", "--per_device_eval_batch_size", "0"],
+         r"--per_device_eval_batch_size must be >= 1"),
+        (["--task_name", "mrpc", "--data_dir", "{tmp}/mrpc", "--do_eval", "--tokenizer_name", "{tmp}/no-tok"],
+         r"--tokenizer_name .*no-tok does not exist"),
+        (["--task_name", "mrpc", "--data_dir", "{tmp}/mrpc", "--do_eval", "--model_name_or_path",
+          "{tmp}/mrpc/dev.tsv"], r"--model_name_or_path .*dev.tsv is a file: pass the model folder"),
+        # Task-specific HomoDistil whose pruning would end after the last step (of --max_steps, or of the epochs).
+        (["--task_name", "mrpc", "--data_dir", "{tmp}/mrpc", "--do_train", "--teacher_name_or_path", "{model}",
+          "--target_hidden_size", "32", "--target_num_attention_heads", "2", "--max_steps", "4", "--prune_end", "9"],
+         r"--prune_end 9 ends pruning at step 9, but the run has only 4 steps \(--max_steps 4"),
+        (["--task_name", "mrpc", "--data_dir", "{tmp}/mrpc", "--do_train", "--teacher_name_or_path", "{model}",
+          "--target_hidden_size", "32", "--target_num_attention_heads", "2", "--prune_end", "100"],
+         r"--prune_end 100 .* only 18 steps \(--num_train_epochs 3, i.e. 18 steps"),
     ],
 )
 def test_user_errors_leave_output_dir_untouched(tmp_path, cls_model, args, match):
     write_glue_dir(tmp_path, "mrpc")
+    binary = write_glue_dir(tmp_path / "binary", "mrpc")
+    binary.rename(tmp_path / "binary-mrpc")
+    (tmp_path / "binary-mrpc" / "dev.tsv").write_bytes(bytes(range(256)) * 8)
+    (tmp_path / "binary.csv").write_bytes(b"sentence,label\n\x00\x01\x02\xff\n")
     (tmp_path / "nolabel.csv").write_text("sentence,score\nhello,1\n")
     out = tmp_path / "out"
     out.mkdir()
     sentinel = out / "config.json"
     sentinel.write_text("previous run")
-    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    args = [a.replace("{tmp}", str(tmp_path)).replace("{model}", str(cls_model)) for a in args]
     with pytest.raises(UserError, match=match or r"--output_dir .* already holds config.json"):
         run(cls_model, out, *args)
     assert sentinel.read_text() == "previous run" and sorted(p.name for p in out.iterdir()) == ["config.json"]
@@ -451,7 +476,7 @@ def test_missing_model_is_a_user_error(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(
-    minilm_path() is None or shared_data_dir() is None, reason="needs all-MiniLM-L6-v2 and shared data"
+    not has_minilm() or shared_data_dir() is None, reason="needs all-MiniLM-L6-v2 and shared data"
 )
 @pytest.mark.parametrize(
     "task,folder,key",

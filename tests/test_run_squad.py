@@ -24,7 +24,7 @@ from homodistil_hf.tasks.squad import (
     prepare_train_features,
     split_articles,
 )
-from homodistil_hf.testing import minilm_path, save_tiny_model, shared_data_dir, tiny_tokenizer
+from homodistil_hf.testing import has_minilm, minilm_path, save_tiny_model, shared_data_dir, tiny_tokenizer
 
 WORDS = "the man was good and she had made a little world of people who came after that year long day".split()
 FAST = [
@@ -374,11 +374,20 @@ def check_against_official(out: Path, gold_file: Path, fraction: float, max_eval
         (["--validation_file", "{tmp}/v2.json", "--version_2_with_negative", "--do_train"], r"--do_train needs"),
         (["--validation_file", "{tmp}/v2.json", "--doc_stride", "60", "--do_eval"], r"--doc_stride must be"),
         (["--do_eval"], r"Hub dataset rajpurkar/squad could not be loaded.*--validation_file"),
+        (["--validation_file", "{tmp}", "--do_eval"], r"--validation_file .* is a directory: pass a SQuAD JSON"),
+        (["--validation_file", "{tmp}/binary.json", "--do_eval"], r"--validation_file .*binary.json is not UTF-8"),
+        (["--train_file", "{tmp}/v2.json", "--version_2_with_negative", "--do_train", "--max_steps", "-5"],
+         r"--max_steps must be a positive number"),
+        (["--train_file", "{tmp}/v2.json", "--version_2_with_negative", "--do_train", "--per_device_train_batch_size",
+          "0"], r"--per_device_train_batch_size must be >= 1"),
+        (["--validation_file", "{tmp}/v2.json", "--do_eval", "--tokenizer_name", "{tmp}/v2.json"],
+         r"--tokenizer_name .*v2.json is a file: pass the model folder"),
     ],
 )
 def test_user_errors_leave_output_dir_untouched(tmp_path, qa_model, args, match):
     write_json(tmp_path / "v2.json", make_squad(v2=True))
     write_json(tmp_path / "bad.json", {"version": "1.1", "articles": []})
+    (tmp_path / "binary.json").write_bytes(b'{"data": \x00\xff\xfe}')
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("previous")
@@ -392,7 +401,7 @@ def test_user_errors_leave_output_dir_untouched(tmp_path, qa_model, args, match)
 
 @pytest.mark.slow
 @pytest.mark.skipif(
-    minilm_path() is None or shared_data_dir() is None, reason="needs all-MiniLM-L6-v2 and shared data"
+    not has_minilm() or shared_data_dir() is None, reason="needs all-MiniLM-L6-v2 and shared data"
 )
 def test_minilm_squad_split_articles(tmp_path):
     gold_file = shared_data_dir() / "squad_v1.1" / "dev-v1.1.json"

@@ -90,11 +90,52 @@ def test_pruning_run_exports_a_stock_smaller_model(tmp_path, tiny_mlm_teacher):
     assert (model.config.hidden_size, model.config.num_attention_heads, model.config.intermediate_size) == (32, 2, 48)
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
     card = (tmp_path / "out" / "README.md").read_text()
-    assert "homodistil" in card and str(tiny_mlm_teacher) in card
+    # The teacher by its folder's name (it has no Hub id), not by a path on this machine.
+    assert "homodistil" in card and f"`{tiny_mlm_teacher.name}`" in card and str(tiny_mlm_teacher) not in card
     meta = json.loads((tmp_path / "out" / "homodistil.json").read_text())
+    assert meta["teacher"] == tiny_mlm_teacher.name
     assert meta["shape"] == {"hidden": 32, "heads": 2, "head_dim": 16, "intermediate": 48}
     assert meta["params"] < meta["teacher_params"]
     assert not (tmp_path / "out" / "training_args.bin").exists()
+
+
+def test_a_batch_without_masked_tokens_adds_zero_mlm_loss(tmp_path):
+    """A batch in which no token is masked (a short batch at 15% masking can have none): the model's own MLM loss
+    is its mean over zero labels, NaN. The batch adds 0 to that term, with zero (not NaN) gradients, and training
+    goes on instead of stopping as non-finite."""
+    unlabelled = _dataset(8).map(lambda ex: {"labels": [-100] * len(ex["labels"])})
+    trainer = HomoDistilTrainer(teacher=tiny_model("bert", "mlm"), args=_args(tmp_path, max_steps=2,
+                                per_device_train_batch_size=4), train_dataset=unlabelled,
+                                data_collator=default_data_collator)
+    model = trainer.model.train()
+    batch = default_data_collator([unlabelled[i] for i in range(4)])
+    assert torch.isnan(model(**batch).loss)  # the model's own mean: what the trainer must not pass on
+    loss = trainer.compute_loss(model, batch)
+    assert torch.isfinite(loss)
+    assert trainer._term_sums["loss_mlm"].item() == 0.0
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    model.zero_grad()
+    trainer._term_sums = {}
+    trainer.train()  # two optimizer steps on batches with no labels at all: no "non-finite" stop
+    logged = [h for h in trainer.state.log_history if "loss_mlm" in h]
+    assert len(logged) == 2 and all(h["loss_mlm"] == 0.0 for h in logged)
+
+
+def test_export_refuses_a_student_short_of_its_targets(tmp_path):
+    """Pruning that ends after the last step (here the schedule's end is step 50 of a 2-step run) leaves a student
+    that is not the target shape: the export refuses it with one line instead of writing it as the result."""
+    args = _args(tmp_path / "out", max_steps=2, per_device_train_batch_size=4, target_hidden_size=32,
+                 target_num_attention_heads=2, target_intermediate_size=48, prune_every=1, prune_end=50)
+    trainer = HomoDistilTrainer(teacher=tiny_model("bert", "mlm"), args=args, train_dataset=_dataset(8),
+                                data_collator=default_data_collator)
+    trainer.train()
+    assert not trainer.pruner.done
+    with pytest.raises(UserError, match=r"not exported: training stopped at step 2 before pruning reached the "
+                                        r"targets .*lower --prune_end or raise --max_steps"):
+        trainer.save_model()
+    assert not (tmp_path / "out" / "model.safetensors").exists() and not (tmp_path / "out" / "config.json").exists()
 
 
 def test_masks_and_physical_pruning_train_the_same_student(tmp_path):

@@ -2,24 +2,104 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import functools
 import json
 import logging
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, get_type_hints
 
-from transformers import HfArgumentParser
+from transformers import HfArgumentParser, TrainingArguments
 
 from ..errors import UserError
 
 logger = logging.getLogger("homodistil_hf")
 
 
+# --help sections, in the order they are printed: the project's own flags first, then the ~250 of TrainingArguments.
+FIRST_GROUP = "teacher and data"
+PRUNING_GROUP = "targets and pruning"
+LOSS_GROUP = "losses"
+OTHER_GROUP = "other HomoDistil flags"
+TRAINING_GROUP = "training (transformers TrainingArguments)"
+_TRAINING_FIELDS = [f.name for f in dataclasses.fields(TrainingArguments) if f.init]
+_LOSS_FIELDS = {"temperature", "hidden_loss", "attn_loss", "pred_loss_positions", "layer_map", "hidden_projection",
+                "jsd_beta", "kd_chunk_size"}
+# Flags of ours that belong next to a TrainingArguments flag (transformers 5 dropped --overwrite_output_dir).
+_TRAINING_EXTRAS = {"overwrite_output_dir": "output_dir"}
+
+
+def flag_group(name: str, dtype: type) -> str:
+    """The --help section of a dataclass field (by name, so that fields added to `HomoDistilConfig` land somewhere
+    sensible without a table to update)."""
+    if not (isinstance(dtype, type) and issubclass(dtype, TrainingArguments)):
+        return FIRST_GROUP  # the script's own model / data dataclasses
+    if name in _TRAINING_EXTRAS or (name in _TRAINING_FIELDS and name not in _own_fields(dtype)):
+        return TRAINING_GROUP
+    if name.startswith(("teacher_", "student_")):
+        return FIRST_GROUP
+    if name.startswith(("target_", "prune_", "pruning_", "importance")):
+        return PRUNING_GROUP
+    if name in _LOSS_FIELDS or name.startswith("alpha_") or "loss" in name:
+        return LOSS_GROUP
+    return OTHER_GROUP
+
+
+@functools.cache
+def _own_fields(dtype: type) -> frozenset[str]:
+    """Fields a `TrainingArguments` subclass declares itself that are not TrainingArguments' (a re-declared
+    TrainingArguments field, e.g. `adam_epsilon` with the paper's default, stays a training flag)."""
+    return frozenset(f.name for f in dataclasses.fields(dtype) if f.init) - frozenset(_TRAINING_FIELDS)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """States each default once: `(default: X)` is appended only when the help does not talk about the default
+    itself, and not for None (an unset flag; the help says what unset means)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        if action.default is None or re.search(r"\bdefault", help_text, re.IGNORECASE):
+            return help_text
+        return super()._get_help_string(action)
+
+
 class OneLineArgumentParser(HfArgumentParser):
-    """`HfArgumentParser` whose errors are a single line (argparse prints the whole usage block otherwise)."""
+    """`HfArgumentParser` whose errors are a single line (argparse prints the whole usage block otherwise), and whose
+    --help lists the project's flags first, in sections, before the TrainingArguments ones."""
+
+    def __init__(self, dataclass_types: type | Iterable[type], **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        # A 150-line usage block of every flag says nothing the sections below do not; show the two call forms.
+        kwargs.setdefault("usage", "%(prog)s [--flag value ...]  |  %(prog)s config.json")
+        types = [dataclass_types] if dataclasses.is_dataclass(dataclass_types) else list(dataclass_types)
+        super().__init__(None, **kwargs)  # the fields are added below, section by section
+        self.dataclass_types = types
+        # run_glue / run_squad fine-tune a --model_name_or_path (the teacher is optional there).
+        fine_tuning = any(f.name == "model_name_or_path" for t in types for f in dataclasses.fields(t))
+        titles = {FIRST_GROUP: "model, teacher and data" if fine_tuning else FIRST_GROUP}
+        groups = {name: self.add_argument_group(titles.get(name, name))
+                  for name in (FIRST_GROUP, PRUNING_GROUP, LOSS_GROUP, OTHER_GROUP, TRAINING_GROUP)}
+        placed: dict[str, list[tuple[type, dataclasses.Field]]] = {name: [] for name in groups}
+        for dtype in types:
+            for f in dataclasses.fields(dtype):
+                if f.init:
+                    placed[flag_group(f.name, dtype)].append((dtype, f))
+        # The model and the teacher (then the teacher's other flags) open the first section.
+        placed[FIRST_GROUP].sort(key=lambda item: {"model_name_or_path": 0, "teacher_name_or_path": 1}.get(
+            item[1].name, 1.5 if item[1].name.startswith("teacher_") else 2))
+        order = {name: i for i, name in enumerate(_TRAINING_FIELDS)}
+        placed[TRAINING_GROUP].sort(key=lambda item: order.get(_TRAINING_EXTRAS.get(item[1].name, item[1].name), 0)
+                                    + (0.5 if item[1].name in _TRAINING_EXTRAS else 0))
+        # What HfArgumentParser._add_dataclass_arguments does for each field, into the field's section.
+        hints = {dtype: get_type_hints(dtype) for dtype in types}
+        for name, items in placed.items():
+            for dtype, f in items:
+                f.type = hints[dtype][f.name]
+                self._parse_dataclass_field(groups[name], f)
 
     def error(self, message: str) -> NoReturn:
         raise UserError(f"{message} (run with --help to list the flags)")

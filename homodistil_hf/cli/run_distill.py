@@ -2,7 +2,13 @@
 
     python run_distill.py --teacher_name_or_path bert-base-uncased --dataset_name wikitext \
         --dataset_config_name wikitext-103-raw-v1 --output_dir out --target_params 17.3M --max_steps 28000 ...
+    python run_distill.py --teacher_name_or_path HuggingFaceTB/SmolLM2-135M --train_file corpus.txt \
+        --output_dir out --target_hidden_size 384 --target_num_attention_heads 6 --target_num_key_value_heads 2 ...
+    python run_distill.py --teacher_name_or_path path/model.Q4_K_M.gguf ...   (dequantised once, cached)
     python run_distill.py config.json
+
+Encoder teachers (BERT, RoBERTa, ELECTRA) are distilled on masked-LM data; causal-LM teachers (Llama, Mistral, Qwen2,
+Qwen3, GPT-2, or a GGUF file of one) on next-token prediction over the same packed blocks (`--kd_loss`).
 
 Flags are `ModelArguments`, `DataArguments` and `HomoDistilConfig` (every `TrainingArguments` flag too). The end of
 the run writes the compact student (stock config, safetensors), its tokenizer and a model card to `--output_dir`.
@@ -17,19 +23,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import transformers
-from transformers import AutoTokenizer, TrainerCallback, default_data_collator, set_seed
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, default_data_collator, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..arch import get_adapter
 from ..config import HomoDistilConfig
-from ..data import MaskEpochCallback, ResumableMLMCollator, load_raw, pack_blocks
+from ..data import (
+    CausalLMCollator,
+    MaskEpochCallback,
+    ResumableMLMCollator,
+    ensure_pad_token,
+    load_raw,
+    pack_blocks,
+)
 from ..errors import UserError
-from ..loading import load_config, load_teacher, make_student
+from ..gguf_teacher import gguf_teacher
+from ..loading import auto_class_for, load_config, load_teacher, make_student
 from ..losses import parse_layer_map
-from ..pruner import STATE_FILE
-from ..shapes import Shape, resolve_target
+from ..pruning.pruner import STATE_FILE
+from ..pruning.shape import Shape
+from ..pruning.targets import resolve_target
 from ..trainer import HomoDistilTrainer, needs_projection
 from .common import parse_args, run_cli, setup_logging
-from .validate import check_output_dir, check_seq_length, check_tokenizer
+from .validate import (
+    check_lm_tokenizer,
+    check_model_path,
+    check_output_dir,
+    check_prune_window,
+    check_seq_length,
+    check_tokenizer,
+    planned_steps,
+)
 
 logger = logging.getLogger("homodistil_hf.run_distill")
 
@@ -93,19 +117,36 @@ class DataArguments:
             raise UserError(f"--validation_split_percentage must be in 0..99 (got {self.validation_split_percentage})")
 
 
+# The flags of run_distill.py (also what tests/test_docs_commands.py parses the documented commands with).
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, HomoDistilConfig)
+
+
 def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback] = ()) -> dict:
     """Run a distillation; returns the final train (and eval) metrics. `callbacks` are added to the trainer's."""
-    model_args, data_args, args = parse_args((ModelArguments, DataArguments, HomoDistilConfig), argv)
+    model_args, data_args, args = parse_args(ARGUMENT_CLASSES, argv)
     setup_logging()
     transformers.utils.logging.set_verbosity(args.get_process_log_level())
 
     # --- validate everything cheap before touching the output folder or loading weights --------------------------
     if args.teacher_name_or_path is None:
         raise UserError("--teacher_name_or_path is required: a Hub id or a local model folder")
+    # A GGUF teacher is checked now (the file exists, is GGUF, the gguf package is there), converted later, once.
+    gguf = gguf_teacher(args.teacher_name_or_path, args.teacher_gguf_file, model_args.cache_dir)
+    # A mistyped local folder is named now, not after a minute of Hub retries that blame the connection.
+    if gguf is None:
+        check_model_path(args.teacher_name_or_path, "--teacher_name_or_path")
+    check_model_path(model_args.tokenizer_name, "--tokenizer_name")
     if data_args.streaming and args.max_steps <= 0:
         raise UserError("--streaming needs --max_steps (a streamed corpus has no length)")
     HomoDistilTrainer._check_distributed_support(args)
-    teacher_config = load_config(args.teacher_name_or_path)
+    teacher_config = load_config(args.teacher_name_or_path, gguf_file=args.teacher_gguf_file,
+                                 cache_dir=model_args.cache_dir)
+    args.resolve_for_teacher(get_adapter(teacher_config).causal_lm)  # alpha_attn "auto": 0 for decoders
+    # A causal-LM teacher (a decoder with its LM head; a GGUF file always is one): next-token data, no masking.
+    causal_lm = gguf is not None or auto_class_for(teacher_config) is AutoModelForCausalLM
+    if causal_lm and model_args.student_head == "mlm":
+        raise UserError("--student_head mlm gives an encoder student a masked-LM head; a causal-LM teacher's student "
+                        "keeps its LM head: drop --student_head")
     target = resolve_target(teacher_config, args)
     if model_args.student_init != "teacher" and target is None:
         raise UserError(f"--student_init {model_args.student_init} needs a student shape: set the --target_* flags")
@@ -123,13 +164,20 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
         raise UserError(f"--resume_from_checkpoint {resume} has no {STATE_FILE}: it was not written by a pruning run "
                         "with these targets; resume from a checkpoint of this run, or drop the --target_* flags")
     _check_student(model_args, args, teacher_config, target)
+    if pruning and args.max_steps > 0:  # a run that cannot reach its targets stops here (epochs: once the corpus is)
+        check_prune_window(args, args.max_steps)
+    # A GGUF teacher becomes a plain checkpoint (with its tokenizer) in the cache: converted on the first run only.
+    teacher_source = str(gguf.convert()) if gguf is not None else args.teacher_name_or_path
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or args.teacher_name_or_path,
+        tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or teacher_source,
                                                   cache_dir=model_args.cache_dir)
     except (OSError, ValueError) as err:
         raise UserError(f"tokenizer of {model_args.tokenizer_name or args.teacher_name_or_path} could not be loaded "
                         f"({type(err).__name__}); pass --tokenizer_name") from None
     check_tokenizer(tokenizer, teacher_config)
+    if causal_lm:
+        check_lm_tokenizer(tokenizer, teacher_config)
+        ensure_pad_token(tokenizer)
     raw = load_raw(data_args.dataset_name, data_args.dataset_config_name, data_args.train_file,
                    data_args.validation_file, data_args.streaming, data_args.validation_split_percentage,
                    model_args.cache_dir)
@@ -145,24 +193,28 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
     if not data_args.streaming and len(train) == 0:
         raise UserError(f"the corpus gives no full {data_args.max_seq_length}-token block: use more text or a "
                         "smaller --max_seq_length")
+    if pruning and args.max_steps <= 0 and not data_args.streaming:  # --num_train_epochs: now the length is known
+        check_prune_window(args, planned_steps(args, len(train)))
     evaluation = blocks.get("validation")
     if evaluation is not None and data_args.max_eval_samples is not None and not data_args.streaming:
         evaluation = evaluation.select(range(min(data_args.max_eval_samples, len(evaluation))))
 
     set_seed(args.seed)
-    teacher = load_teacher(args.teacher_name_or_path, cache_dir=model_args.cache_dir)
+    teacher = load_teacher(teacher_source, cache_dir=model_args.cache_dir)
     student, student_state = make_student(teacher, model_args.student_init, target,
                                           model_args.student_num_hidden_layers, seed=args.seed)
     if model_args.student_head == "mlm":
         student = _with_mlm_head(student)
 
     # Mask tokens only when some model predicts them: masking would otherwise just corrupt the inputs.
-    has_mlm = any(_has_mlm_head(m) for m in (teacher, student))
+    has_mlm = not causal_lm and any(_has_mlm_head(m) for m in (teacher, student))
     # Masks are seeded per batch (not by the global RNG), so a resumed run masks exactly as the uninterrupted one.
     collator = (ResumableMLMCollator(tokenizer, mlm_probability=data_args.mlm_probability, mask_seed=args.seed)
                 if has_mlm and data_args.mlm_probability > 0 else default_data_collator)
+    if causal_lm:  # next-token prediction: labels are the inputs (the models shift them), nothing is masked
+        collator = CausalLMCollator(tokenizer)
     callbacks = [*callbacks, *([MaskEpochCallback(collator)] if isinstance(collator, ResumableMLMCollator) else [])]
-    if not has_mlm:
+    if not has_mlm and not causal_lm:
         logger.info("neither teacher nor student has an MLM head: inputs are not masked")
 
     trainer = HomoDistilTrainer(model=student, teacher=teacher, args=args, student_state=student_state,

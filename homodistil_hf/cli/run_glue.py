@@ -32,7 +32,9 @@ from ..tasks import (
     DataArgumentsBase,
     ModelArguments,
     build_trainer,
+    check_model_paths,
     check_output_dir,
+    check_prune_window,
     limit,
     load_config,
     load_model,
@@ -103,6 +105,10 @@ class DataTrainingArguments(DataArgumentsBase):
         if self.data_dir and not self.task_name:
             raise UserError("--data_dir needs --task_name to know the TSV layout")
         self.check_positive("max_seq_length", "max_train_samples", "max_eval_samples", "max_predict_samples")
+
+
+# The flags of run_glue.py (also what tests/test_docs_commands.py parses the documented commands with).
+ARGUMENT_CLASSES = (ModelArguments, DataTrainingArguments, HomoDistilConfig)
 
 
 def load_data(data_args: DataTrainingArguments, training_args, cache_dir: str | None) -> GlueData:
@@ -202,11 +208,16 @@ def predict_splits(trainer, data: GlueData, features, output_dir: Path) -> list[
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run GLUE fine-tuning / evaluation / prediction; returns the train and eval metrics."""
-    model_args, data_args, training_args = parse_args((ModelArguments, DataTrainingArguments, HomoDistilConfig), argv)
+    model_args, data_args, training_args = parse_args(ARGUMENT_CLASSES, argv)
     setup_logging()
     require_actions(training_args, model_args)
+    check_model_paths(model_args, training_args)
     # Everything that can fail on the user's input is checked before the output folder is touched.
     data = load_data(data_args, training_args, model_args.cache_dir)
+    train_examples = len(data.splits["train"]) if "train" in data.splits else None
+    if train_examples is not None and data_args.max_train_samples is not None:
+        train_examples = min(train_examples, data_args.max_train_samples)
+    check_prune_window(model_args, training_args, train_examples)  # one example is one feature here
     check_output_dir(training_args)
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args)

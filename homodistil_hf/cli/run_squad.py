@@ -35,7 +35,9 @@ from ..tasks import (
     DataArgumentsBase,
     ModelArguments,
     build_trainer,
+    check_model_paths,
     check_output_dir,
+    check_prune_window,
     limit,
     load_config,
     load_hub_dataset,
@@ -111,6 +113,10 @@ class DataTrainingArguments(DataArgumentsBase):
             files = {f for f in (self.train_file, self.validation_file) if f}
             if len(files) != 1:
                 raise UserError("--split_articles splits ONE SQuAD JSON: pass it as --train_file or --validation_file")
+
+
+# The flags of run_squad.py (also what tests/test_docs_commands.py parses the documented commands with).
+ARGUMENT_CLASSES = (ModelArguments, DataTrainingArguments, HomoDistilConfig)
 
 
 def load_examples(data_args: DataTrainingArguments, training_args, cache_dir: str | None) -> dict[str, Dataset]:
@@ -205,9 +211,12 @@ def _write_json(path: Path, obj) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run SQuAD fine-tuning / evaluation; returns the train and eval metrics."""
-    model_args, data_args, training_args = parse_args((ModelArguments, DataTrainingArguments, HomoDistilConfig), argv)
+    model_args, data_args, training_args = parse_args(ARGUMENT_CLASSES, argv)
     setup_logging()
     require_actions(training_args, model_args)
+    check_model_paths(model_args, training_args)
+    # Windows per example are known only after tokenization: a run in epochs is checked at export instead.
+    check_prune_window(model_args, training_args, None)
     if training_args.do_predict:
         raise UserError("run_squad has no --do_predict: evaluate a file with --do_eval --validation_file FILE")
     if training_args.eval_strategy != "no":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, Trainer
@@ -115,6 +116,34 @@ def require_actions(training_args, model_args: ModelArguments | None = None) -> 
                         "weights that pruning slices; drop one of them")
 
 
+def check_model_paths(model_args: ModelArguments, training_args) -> None:
+    """Model, teacher, tokenizer and config references that look local but do not exist, or files where a folder
+    belongs, are named before anything is loaded (a Hub lookup of a mistyped folder retries for a minute)."""
+    from ..cli.validate import check_model_path
+
+    teacher = training_args.teacher_name_or_path
+    check_model_path(teacher, "--teacher_name_or_path")
+    if model_args.model_name_or_path != teacher:  # (the student defaults to the teacher)
+        check_model_path(model_args.model_name_or_path, "--model_name_or_path")
+    check_model_path(model_args.tokenizer_name, "--tokenizer_name")
+    check_model_path(model_args.config_name, "--config_name", file_ok=True)  # a config.json file is fine
+
+
+def check_prune_window(model_args: ModelArguments, training_args, num_train_examples: int | None) -> None:
+    """Task-specific HomoDistil must reach its targets inside the run (see `cli.validate.check_prune_window`);
+    `num_train_examples` (None when unknown before tokenization) gives the length of a run set in epochs."""
+    from ..cli import validate
+
+    args = training_args
+    pruning = args.do_train and args.teacher_name_or_path is not None and args.has_targets
+    if not pruning or model_args.model_name_or_path != args.teacher_name_or_path:
+        return  # no pruning, or a student of its own (not necessarily pruned)
+    if args.max_steps > 0:
+        validate.check_prune_window(args, args.max_steps)
+    elif num_train_examples is not None:
+        validate.check_prune_window(args, validate.planned_steps(args, num_train_examples))
+
+
 def check_output_dir(training_args) -> None:
     """The output folder must be writable; a training run must not overwrite a model or checkpoints already there.
 
@@ -185,6 +214,19 @@ def maybe_wrap_lora(model: PreTrainedModel, model_args: ModelArguments, training
     return model
 
 
+class JsonArgsTrainer(Trainer):
+    """The plain `Trainer` of fine-tuning runs, saving its training arguments as `training_args.json` instead of the
+    pickle `training_args.bin` (outputs hold safetensors and JSON only; as `HomoDistilTrainer._save` does)."""
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        super()._save(output_dir, state_dict)
+        output_dir = Path(output_dir if output_dir is not None else self.args.output_dir)
+        pickled = output_dir / "training_args.bin"
+        if self.args.should_save and pickled.is_file():
+            pickled.unlink()
+            (output_dir / "training_args.json").write_text(self.args.to_json_string())
+
+
 def build_trainer(model, training_args, **kwargs) -> Trainer:
     """The trainer of a fine-tuning run: a plain `Trainer`, or `HomoDistilTrainer` when a teacher is given.
 
@@ -193,7 +235,7 @@ def build_trainer(model, training_args, **kwargs) -> Trainer:
     supervises `model` while it is pruned to the targets of the `HomoDistilConfig`.
     """
     if training_args.teacher_name_or_path is None:
-        return Trainer(model=model, args=training_args, **kwargs)
+        return JsonArgsTrainer(model=model, args=training_args, **kwargs)
     try:
         from ..trainer import HomoDistilTrainer
     except ModuleNotFoundError as err:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset, DatasetDict, load_dataset
 
+from ..cli.validate import check_input_file
 from ..errors import UserError
 
 logger = logging.getLogger("homodistil_hf")
@@ -192,8 +193,12 @@ def read_glue_tsv(path: str | Path, task: GlueTask, labelled: bool) -> Dataset:
     """Read one GLUE TSV exactly as GLUE ships it (no quoting; CoLA train/dev without header; MRPC's BOM)."""
     path = Path(path)
     # utf-8-sig drops MRPC's byte-order mark, so its first column is named 'Quality', not '\ufeffQuality'.
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    except UnicodeDecodeError as err:  # binary past the start that check_input_file reads
+        raise UserError(f"{path} is not UTF-8 text ({err.reason}): pass the GLUE {task.name} TSV file, saved as "
+                        "UTF-8") from None
     has_header = task.tsv_header or not labelled
     header = rows[0] if has_header and rows else None
     body = rows[1:] if has_header else rows
@@ -242,6 +247,9 @@ def _parse_label(value: str, task: GlueTask, path: Path, line_no: int):
 def load_glue_dir(data_dir: str | Path, task: GlueTask, need: set[str]) -> DatasetDict:
     """Load the splits in `need` ('train', 'eval', 'test') of a GLUE task folder (train.tsv, dev.tsv, test.tsv)."""
     data_dir = Path(data_dir)
+    if data_dir.is_file():
+        raise UserError(f"--data_dir {data_dir} is a file: pass the folder holding the GLUE {task.name} TSVs (e.g. "
+                        f"{data_dir.parent})")
     if not data_dir.is_dir():
         raise UserError(f"--data_dir {data_dir} does not exist: pass the folder holding the GLUE {task.name} TSVs")
     files: dict[str, tuple[str, bool]] = {}
@@ -254,6 +262,7 @@ def load_glue_dir(data_dir: str | Path, task: GlueTask, need: set[str]) -> Datas
     for split, (name, _) in files.items():
         if not (data_dir / name).is_file():
             raise UserError(f"--data_dir {data_dir} has no {name} (needed for the {split} split of {task.name})")
+        check_input_file(data_dir / name, "--data_dir", f"GLUE {task.name} TSV")  # not empty, UTF-8 text
     return DatasetDict({s: read_glue_tsv(data_dir / n, task, labelled) for s, (n, labelled) in files.items()})
 
 
@@ -291,12 +300,8 @@ def load_glue_files(
     """
     raw = {}
     for split, (flag, path) in files.items():
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"{flag} {path} does not exist: pass an existing CSV or JSON file")
-        fmt = _FORMATS.get(path.suffix.lower())
-        if fmt is None:
-            raise UserError(f"{flag} {path}: unsupported file type {path.suffix!r}; use .csv, .tsv, .json or .jsonl")
+        path = check_input_file(path, flag, "CSV, TSV or JSON(L)", suffixes=_FORMATS)  # a UTF-8 text file
+        fmt = _FORMATS[path.suffix.lower()]
         kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
         raw[split] = load_dataset(fmt, data_files=str(path), split="train", cache_dir=cache_dir, **kwargs)
         if split != "test" and "label" not in raw[split].column_names:

