@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from .errors import UserError
+from .losses import ALPHAS
 from .pruning.importance import IMPORTANCES  # the registry: `@register` adds a metric to the choices
 
 HIDDEN_LOSSES = ("mse", "cosine")
@@ -231,16 +232,12 @@ class HomoDistilConfig(TrainingArguments):
         if self.alpha_mlm is None:
             self.alpha_mlm = 1.0
         self.alpha_lm = self.alpha_mlm  # one weight under two names; kept equal so a saved config reloads
-        for name in ("alpha_mlm", "alpha_pred", "alpha_hidden", "alpha_attn"):
+        for name in ALPHAS:
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise UserError(f"--{name} must be >= 0 (got {getattr(self, name)})")
         # alpha_attn None ("auto") may still turn out 1.0 (encoder teacher): `resolve_for_teacher` checks again.
-        if self.teacher_name_or_path is not None and not any(
-            getattr(self, n) is None or getattr(self, n) > 0
-            for n in ("alpha_mlm", "alpha_pred", "alpha_hidden", "alpha_attn")
-        ):
-            raise UserError("all loss weights are 0: set at least one of --alpha_mlm, --alpha_pred, --alpha_hidden, "
-                            "--alpha_attn above 0")
+        if self.teacher_name_or_path is not None:
+            self._check_some_weight(auto_counts=True)
         if self.kd_loss not in KD_LOSSES:
             raise UserError(f"--kd_loss {self.kd_loss!r} is not one of {', '.join(KD_LOSSES)}")
         if not 0.0 <= self.jsd_beta <= 1.0:
@@ -299,6 +296,10 @@ class HomoDistilConfig(TrainingArguments):
         Idempotent; refuses a run whose weights all end up 0."""
         if self.alpha_attn is None:
             self.alpha_attn = 0.0 if causal_lm else 1.0
-        if not any(getattr(self, n) > 0 for n in ("alpha_mlm", "alpha_pred", "alpha_hidden", "alpha_attn")):
-            raise UserError("all loss weights are 0: set at least one of --alpha_mlm, --alpha_pred, --alpha_hidden, "
-                            "--alpha_attn above 0")
+        self._check_some_weight(auto_counts=False)
+
+    def _check_some_weight(self, auto_counts: bool) -> None:
+        """At least one loss weight above 0 (a weight still on "auto" counts if `auto_counts`)."""
+        if not any((auto_counts and getattr(self, n) is None) or (getattr(self, n) or 0) > 0 for n in ALPHAS):
+            raise UserError(f"all loss weights are 0: set at least one of {', '.join('--' + n for n in ALPHAS)} "
+                            "above 0")

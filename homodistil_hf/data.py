@@ -33,7 +33,7 @@ TEXT_SUFFIXES = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "js
 
 
 def _builder_for(path: str, flag: str) -> str:
-    from .cli.validate import check_input_file
+    from .validate import check_input_file
 
     # A file (not a folder), not empty, a known extension, UTF-8 text.
     p = check_input_file(path, flag, "text, JSON(L) or CSV", suffixes=TEXT_SUFFIXES)

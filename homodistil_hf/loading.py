@@ -95,24 +95,35 @@ def load_teacher(name_or_path: str, auto_class=None, dtype: torch.dtype | None =
     return model.eval()
 
 
+STUDENT_INITS = ("teacher", "truncate", "random")
+
+
+def check_student_args(init: str, target: Shape | None, num_layers: int | None, teacher_layers: int) -> None:
+    """What makes a student impossible, from the arguments alone (the script checks before loading weights,
+    `make_student` again for library callers)."""
+    if init not in STUDENT_INITS:
+        raise UserError(f"--student_init {init!r} is not one of {', '.join(STUDENT_INITS)}")
+    if num_layers is not None and num_layers < 1:
+        raise UserError(f"--student_num_hidden_layers must be >= 1 (got {num_layers})")
+    if num_layers not in (None, teacher_layers) and init != "random":
+        raise UserError(f"--student_num_hidden_layers {num_layers} needs --student_init random: HomoDistil keeps the "
+                        f"teacher's depth ({teacher_layers}) and prunes widths")
+    if init != "teacher" and target is None:
+        raise UserError(f"--student_init {init} needs a student shape: set --target_hidden_size / "
+                        "--target_num_attention_heads / --target_intermediate_size or --target_params")
+
+
 def make_student(teacher: PreTrainedModel, init: str = "teacher", target: Shape | None = None,
                  num_layers: int | None = None, seed: int = 42) -> tuple[PreTrainedModel, PruningState | None]:
     """Build a student from a teacher; returns it and, when it is a cut of the teacher, which teacher structures
     it holds (so the losses can pair student and teacher channels and heads)."""
     initial = Shape.of_config(teacher.config)
     teacher_layers = len(get_adapter(teacher).layers(teacher))
+    check_student_args(init, target, num_layers, teacher_layers)
     if init == "teacher":
-        if num_layers not in (None, teacher_layers):
-            raise UserError("--student_num_hidden_layers needs --student_init random: HomoDistil keeps the "
-                            "teacher's depth and prunes widths")
         student = copy.deepcopy(teacher)
         return student.train().requires_grad_(True), None
-    if target is None:
-        raise UserError(f"--student_init {init} needs a student shape: set --target_hidden_size / "
-                        "--target_num_attention_heads / --target_intermediate_size or --target_params")
     if init == "truncate":
-        if num_layers not in (None, teacher_layers):
-            raise UserError("--student_num_hidden_layers needs --student_init random (truncate keeps all layers)")
         student = copy.deepcopy(teacher)
         state = PruningState.first(initial, target, teacher_layers)
         with torch.no_grad():
@@ -127,4 +138,4 @@ def make_student(teacher: PreTrainedModel, init: str = "teacher", target: Shape 
         student = type(teacher)(config)
         student.to(dtype=next(teacher.parameters()).dtype)
         return student.train().requires_grad_(True), None
-    raise UserError(f"--student_init {init!r} is not one of teacher, truncate, random")
+    raise AssertionError(init)  # check_student_args refused anything else

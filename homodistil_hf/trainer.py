@@ -24,6 +24,7 @@ import copy
 import inspect
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from .errors import UserError
 from .export import export_model
 from .loading import load_teacher
 from .losses import (
+    TERMS,
     attention_loss,
     causal_lm_loss,
     hidden_state_loss,
@@ -49,15 +51,12 @@ from .losses import (
 )
 from .pruning.callback import PruningCallback
 from .pruning.importance import IMPORTANCES
-from .pruning.pruner import STATE_FILE, Pruner
+from .pruning.pruner import Pruner, check_checkpoint
 from .pruning.shape import Shape
 from .pruning.state import PruningState
 from .pruning.targets import count_backbone_params, resolve_target
 
 logger = logging.getLogger(__name__)
-
-TERMS = ("loss_mlm", "loss_pred", "loss_hidden", "loss_attn")
-
 
 class NonFiniteLossError(UserError):
     """The loss became NaN or inf: training stops so that no checkpoint holds broken weights."""
@@ -153,9 +152,10 @@ class HomoDistilTrainer(Trainer):
         self.teacher = self._prepare_teacher(teacher)
         self.target = target
         self._setup_maps(model, teacher)
-        self._term_sums: dict[str, torch.Tensor] = {}
-        self._eval_term_sums: dict[str, torch.Tensor] = {}
-        self._eval_batches = 0
+        # One store for the per-term metrics (as TRL's trainers keep theirs): summed detached values since the last
+        # log ("train": each optimizer step adds its terms) or over one evaluation ("eval": each batch adds).
+        self._metrics: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
+        self._metric_counts = {"train": 0, "eval": 0}
         self._terms_last_step = 0
         self._window: dict[str, torch.Tensor] | None = None
         self._saving_checkpoint = False
@@ -254,30 +254,14 @@ class HomoDistilTrainer(Trainer):
 
         training = model.training
         micro = {k: v.to(s_out[0].device) if torch.is_tensor(v) else v for k, v in self._counts(inputs).items()}
-        mask = inputs.get("attention_mask")
+        context = _TermInputs(s_out, t_out, inputs, micro, training, use_labels, causal_labels)
         terms: dict[str, torch.Tensor] = {}
-        if causal_labels:
-            terms["loss_mlm"] = causal_lm_loss(s_out.logits, labels, "sum", args.kd_chunk_size) / self._scale(
-                "next_tokens", micro, training)
-        elif use_labels and getattr(s_out, "loss", None) is not None:
-            kind = "labelled" if "labelled" in micro else "examples"
-            own = s_out.loss
-            if kind == "labelled":
-                # No token of this micro-batch is labelled (none was masked): the model's mean over zero labels is
-                # NaN, and 0 * NaN is NaN. The batch adds 0 instead; torch.where sends no gradient to the NaN branch.
-                own = torch.where(micro[kind] > 0, own, torch.zeros_like(own))
-            terms["loss_mlm"] = own * micro[kind] / self._scale(kind, micro, training)
-        if args.alpha_pred > 0:
-            pred = self._pred_term(s_out, t_out, inputs, micro, training)
-            if pred is not None:
-                terms["loss_pred"] = pred
-        if need_hidden:
-            terms["loss_hidden"] = self._hidden_term(s_out, t_out, mask, micro, training)
-        if need_attn:
-            terms["loss_attn"] = self._attn_term(s_out, t_out, mask, micro, training)
+        weights: dict[str, float] = {}
+        for term in TERMS:
+            weight = getattr(args, term.alpha)
+            if weight > 0 and (value := getattr(self, term.method)(context)) is not None:
+                terms[term.name], weights[term.name] = value, weight
 
-        weights = {"loss_mlm": args.alpha_mlm, "loss_pred": args.alpha_pred, "loss_hidden": args.alpha_hidden,
-                   "loss_attn": args.alpha_attn}
         loss = sum(weights[name] * value for name, value in terms.items())
         if not torch.is_tensor(loss):
             raise UserError("no loss term applies to this teacher/student/data: e.g. a teacher without a head and "
@@ -287,19 +271,38 @@ class HomoDistilTrainer(Trainer):
             raise NonFiniteLossError(f"the loss became non-finite at step {self.state.global_step} ({detail}); "
                                      "training stopped before saving broken weights; lower --learning_rate or check "
                                      "the data, then resume from the last checkpoint")
-        sums = self._term_sums if training else self._eval_term_sums
+        store = self._metrics["train" if training else "eval"]
         for name, value in terms.items():
             detached = value.detach()
-            sums[name] = sums.get(name, torch.zeros_like(detached)) + detached
+            store[name] = store.get(name, torch.zeros_like(detached)) + detached
         if not training:
-            self._eval_batches += 1
+            self._metric_counts["eval"] += 1
         if not return_outputs:
             return loss
         # Evaluation gathers the outputs across batches: hand back the predictions, not the per-layer states asked
         # for the losses (their sequence lengths differ between batches, and they would only cost memory).
         return loss, type(s_out)(**{k: v for k, v in s_out.items() if k not in ("hidden_states", "attentions")})
 
-    def _pred_term(self, s_out, t_out, inputs, micro, training) -> torch.Tensor | None:
+    # --- the terms (see losses.TERMS): each a summed loss divided by its accumulation-window count ------------------
+    def _own_term(self, c: _TermInputs) -> torch.Tensor | None:
+        """The student's own loss on the labels: next-token LM (computed here from the logits, chunked, with exact
+        counts), or the model's own loss (MLM, task)."""
+        labels = c.inputs.get("labels")
+        if c.causal_labels:
+            return causal_lm_loss(c.s_out.logits, labels, "sum", self.args.kd_chunk_size) / self._scale(
+                "next_tokens", c.micro, c.training)
+        if not c.use_labels or getattr(c.s_out, "loss", None) is None:
+            return None
+        kind = "labelled" if "labelled" in c.micro else "examples"
+        own = c.s_out.loss
+        if kind == "labelled":
+            # No token of this micro-batch is labelled (none was masked): the model's mean over zero labels is NaN,
+            # and 0 * NaN is NaN. The batch adds 0 instead; torch.where sends no gradient to the NaN branch.
+            own = torch.where(c.micro[kind] > 0, own, torch.zeros_like(own))
+        return own * c.micro[kind] / self._scale(kind, c.micro, c.training)
+
+    def _pred_term(self, c: _TermInputs) -> torch.Tensor | None:
+        s_out, t_out, inputs, micro, training = c.s_out, c.t_out, c.inputs, c.micro, c.training
         if self._teacher_has_logits is None:
             self._teacher_has_logits = _logits(t_out) is not None
             if not self._teacher_has_logits:
@@ -336,8 +339,9 @@ class HomoDistilTrainer(Trainer):
         return kd_logits_loss(s_logits, t_logits, args.temperature, reduction="sum") / self._scale(
             "examples", micro, training)
 
-    def _hidden_term(self, s_out, t_out, mask, micro, training) -> torch.Tensor:
-        s_states, t_states = s_out.hidden_states, t_out.hidden_states
+    def _hidden_term(self, c: _TermInputs) -> torch.Tensor:
+        mask, micro, training = c.inputs.get("attention_mask"), c.micro, c.training
+        s_states, t_states = c.s_out.hidden_states, c.t_out.hidden_states
         pairs = [(0, 0)] + [(i + 1, t + 1) for i, t in enumerate(self.layer_map)]
         s_idx, t_idx = self._hidden_index(s_states[0].device)
         total = 0
@@ -352,7 +356,8 @@ class HomoDistilTrainer(Trainer):
             total = total + hidden_state_loss(s, t, self.args.hidden_loss, mask, reduction="sum")
         return total / len(pairs) / self._scale("tokens", micro, training)
 
-    def _attn_term(self, s_out, t_out, mask, micro, training) -> torch.Tensor:
+    def _attn_term(self, c: _TermInputs) -> torch.Tensor:
+        s_out, t_out, mask, micro, training = c.s_out, c.t_out, c.inputs.get("attention_mask"), c.micro, c.training
         total = 0
         for si, ti in enumerate(self.layer_map):
             s, t = s_out.attentions[si], t_out.attentions[ti]
@@ -384,11 +389,8 @@ class HomoDistilTrainer(Trainer):
 
     # --- logging ----------------------------------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._term_sums:
-            steps = max(self.state.global_step - self._terms_last_step, 1)
-            for name, value in self._term_sums.items():
-                logs[name] = nested_gather(value, self.args.parallel_mode).mean().item() / steps
-            self._term_sums = {}
+        if "loss" in logs and self._metrics["train"]:
+            logs.update(self._flush("train", max(self.state.global_step - self._terms_last_step, 1)))
             self._terms_last_step = self.state.global_step
         if "loss" in logs and self.pruner is not None:
             logs.update(self.pruner.log_values())
@@ -399,13 +401,21 @@ class HomoDistilTrainer(Trainer):
         """The Trainer's evaluation loop, plus each distillation term averaged over the evaluation batches
         (`eval_loss_hidden`, ...): the teacher-student discrepancy on held-out data. Added to the loop's metrics, so
         they are logged in the same entry as `eval_loss` and reach `on_evaluate` callbacks."""
-        self._eval_term_sums, self._eval_batches = {}, 0
+        self._flush("eval", 1)  # nothing left over from an interrupted evaluation
         output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
-        if self._eval_batches:
-            output.metrics.update({f"{metric_key_prefix}_{name}": nested_gather(value, self.args.parallel_mode)
-                                   .mean().item() / self._eval_batches for name, value in self._eval_term_sums.items()})
-        self._eval_term_sums, self._eval_batches = {}, 0
+        if self._metric_counts["eval"]:
+            output.metrics.update({f"{metric_key_prefix}_{name}": value for name, value in
+                                   self._flush("eval", self._metric_counts["eval"]).items()})
+        self._flush("eval", 1)
         return output
+
+    def _flush(self, mode: str, count: int) -> dict[str, float]:
+        """The stored per-term metrics of `mode` averaged over `count` (steps or batches, gathered over ranks), and
+        the store emptied."""
+        out = {name: nested_gather(value, self.args.parallel_mode).mean().item() / count
+               for name, value in self._metrics[mode].items()}
+        self._metrics[mode], self._metric_counts[mode] = {}, 0
+        return out
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """The Trainer computes an evaluation loss only for batches with labels (or models whose forward takes
@@ -480,13 +490,23 @@ class HomoDistilTrainer(Trainer):
             "recipe": {
                 "steps": self.state.global_step, "learning_rate": a.learning_rate,
                 "batch_size": a.per_device_train_batch_size * a.gradient_accumulation_steps * a.world_size,
-                "temperature": a.temperature, "alpha_mlm": a.alpha_mlm, "alpha_pred": a.alpha_pred,
-                **({"kd_loss": a.kd_loss, "jsd_beta": a.jsd_beta} if self._causal_lm else {}),
-                "alpha_hidden": a.alpha_hidden, "alpha_attn": a.alpha_attn, "hidden_loss": a.hidden_loss,
-                "attn_loss": a.attn_loss, "importance": a.importance, "schedule": a.pruning_schedule,
+                **self._recipe_terms(),
+                "importance": a.importance, "schedule": a.pruning_schedule,
                 "prune_start": a.prune_start, "prune_end": a.prune_end, "prune_every": a.prune_every,
             },
         }
+
+    def _recipe_terms(self) -> dict[str, Any]:
+        """Each loss term's weight and, for the terms in use, the flags that describe it (losses.TERMS)."""
+        a, out = self.args, {}
+        for term in TERMS:
+            out[term.alpha] = getattr(a, term.alpha)
+            if out[term.alpha] > 0:
+                for flag in term.recipe:
+                    if flag in ("kd_loss", "jsd_beta") and not self._causal_lm:
+                        continue  # the chunked divergences are the decoder path's
+                    out[flag] = getattr(a, flag)
+        return out
 
     def create_model_card(self, *args, **kwargs) -> None:
         """`push_to_hub` writes the model card: keep ours (written at export) when there is one."""
@@ -531,12 +551,22 @@ class HomoDistilTrainer(Trainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         if self.pruner is not None:
-            state_file = Path(resume_from_checkpoint) / STATE_FILE
-            if not state_file.is_file():
-                raise UserError(f"--resume_from_checkpoint {resume_from_checkpoint} has no {STATE_FILE}: it was not "
-                                "written by a pruning run with these targets")
+            check_checkpoint(resume_from_checkpoint)
             self.pruner.load(resume_from_checkpoint)
         super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+
+@dataclass
+class _TermInputs:
+    """What every loss term reads: both models' outputs, the batch, the position counts of the micro-batch."""
+
+    s_out: Any
+    t_out: Any
+    inputs: dict[str, Any]
+    micro: dict[str, torch.Tensor]
+    training: bool
+    use_labels: bool
+    causal_labels: bool
 
 
 def _disable_attention_dropout(model: nn.Module) -> None:

@@ -316,7 +316,7 @@ def test_mistyped_local_folder_is_named_before_any_hub_access(script, flag, data
 
 
 def test_local_paths_and_hub_ids(tmp_path, monkeypatch):
-    from homodistil_hf.cli.validate import looks_local
+    from homodistil_hf.validate import looks_local
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "outputs").mkdir()

@@ -112,12 +112,12 @@ def test_a_batch_without_masked_tokens_adds_zero_mlm_loss(tmp_path):
     assert torch.isnan(model(**batch).loss)  # the model's own mean: what the trainer must not pass on
     loss = trainer.compute_loss(model, batch)
     assert torch.isfinite(loss)
-    assert trainer._term_sums["loss_mlm"].item() == 0.0
+    assert trainer._metrics["train"]["loss_mlm"].item() == 0.0
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
     model.zero_grad()
-    trainer._term_sums = {}
+    trainer._metrics["train"] = {}
     trainer.train()  # two optimizer steps on batches with no labels at all: no "non-finite" stop
     logged = [h for h in trainer.state.log_history if "loss_mlm" in h]
     assert len(logged) == 2 and all(h["loss_mlm"] == 0.0 for h in logged)

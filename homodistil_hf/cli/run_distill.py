@@ -38,14 +38,13 @@ from ..data import (
 )
 from ..errors import UserError
 from ..gguf_teacher import gguf_teacher
-from ..loading import auto_class_for, load_config, load_teacher, make_student
+from ..loading import auto_class_for, check_student_args, load_config, load_teacher, make_student
 from ..losses import parse_layer_map
-from ..pruning.pruner import STATE_FILE
+from ..pruning.pruner import check_checkpoint
 from ..pruning.shape import Shape
 from ..pruning.targets import resolve_target
 from ..trainer import HomoDistilTrainer, needs_projection
-from .common import parse_args, run_cli, setup_logging
-from .validate import (
+from ..validate import (
     check_lm_tokenizer,
     check_model_path,
     check_output_dir,
@@ -54,6 +53,7 @@ from .validate import (
     check_tokenizer,
     planned_steps,
 )
+from .common import parse_args, run_cli, setup_logging
 
 logger = logging.getLogger("homodistil_hf.run_distill")
 
@@ -148,8 +148,6 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
         raise UserError("--student_head mlm gives an encoder student a masked-LM head; a causal-LM teacher's student "
                         "keeps its LM head: drop --student_head")
     target = resolve_target(teacher_config, args)
-    if model_args.student_init != "teacher" and target is None:
-        raise UserError(f"--student_init {model_args.student_init} needs a student shape: set the --target_* flags")
     check_seq_length(teacher_config, data_args.max_seq_length)
     resume = args.resume_from_checkpoint
     check_output_dir(args.output_dir, resuming=bool(resume), overwrite=getattr(args, "overwrite_output_dir", False))
@@ -160,9 +158,8 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
     elif resume and not Path(resume).is_dir():
         raise UserError(f"--resume_from_checkpoint {resume} is not a folder")
     pruning = model_args.student_init == "teacher" and target is not None and target != Shape.of_config(teacher_config)
-    if resume and pruning and not (Path(resume) / STATE_FILE).is_file():
-        raise UserError(f"--resume_from_checkpoint {resume} has no {STATE_FILE}: it was not written by a pruning run "
-                        "with these targets; resume from a checkpoint of this run, or drop the --target_* flags")
+    if resume and pruning:
+        check_checkpoint(resume)
     _check_student(model_args, args, teacher_config, target)
     if pruning and args.max_steps > 0:  # a run that cannot reach its targets stops here (epochs: once the corpus is)
         check_prune_window(args, args.max_steps)
@@ -242,11 +239,7 @@ def _check_student(model_args: ModelArguments, args: HomoDistilConfig, teacher_c
     """What the trainer would refuse after loading the weights, refused up front: depth, layer map, projection."""
     teacher_layers = teacher_config.num_hidden_layers
     depth = model_args.student_num_hidden_layers
-    if depth is not None and depth != teacher_layers and model_args.student_init != "random":
-        raise UserError(f"--student_num_hidden_layers {depth} needs --student_init random: HomoDistil keeps the "
-                        f"teacher's depth ({teacher_layers}) and prunes widths")
-    if depth is not None and depth < 1:
-        raise UserError(f"--student_num_hidden_layers must be >= 1 (got {depth})")
+    check_student_args(model_args.student_init, target, depth, teacher_layers)
     parse_layer_map(args.layer_map, depth or teacher_layers, teacher_layers)
     hidden, teacher_hidden = (target.hidden if target else teacher_config.hidden_size), teacher_config.hidden_size
     if model_args.student_init == "random":

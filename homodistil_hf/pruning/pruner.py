@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..arch import check_model_supported
+from ..errors import UserError
 from .groups import Group, build_groups, prunable_parameters
 from .importance import Importance
 from .masking import Masker
@@ -31,6 +32,14 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "pruning_state.json"
 IMPORTANCE_FILE = "pruning_importance.safetensors"
+
+
+def check_checkpoint(folder: str | Path) -> None:
+    """A checkpoint to resume a pruning run from must hold its pruning state (one check, for the script's up-front
+    validation and for the trainer)."""
+    if not (Path(folder) / STATE_FILE).is_file():
+        raise UserError(f"--resume_from_checkpoint {folder} has no {STATE_FILE}: it was not written by a pruning run "
+                        "with these targets; resume from a checkpoint of this run, or drop the --target_* flags")
 
 
 def _keep_top(scores: torch.Tensor, kept: torch.Tensor, k: int, physical: bool) -> torch.Tensor:

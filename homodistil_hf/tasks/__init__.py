@@ -119,7 +119,7 @@ def require_actions(training_args, model_args: ModelArguments | None = None) -> 
 def check_model_paths(model_args: ModelArguments, training_args) -> None:
     """Model, teacher, tokenizer and config references that look local but do not exist, or files where a folder
     belongs, are named before anything is loaded (a Hub lookup of a mistyped folder retries for a minute)."""
-    from ..cli.validate import check_model_path
+    from ..validate import check_model_path
 
     teacher = training_args.teacher_name_or_path
     check_model_path(teacher, "--teacher_name_or_path")
@@ -130,9 +130,9 @@ def check_model_paths(model_args: ModelArguments, training_args) -> None:
 
 
 def check_prune_window(model_args: ModelArguments, training_args, num_train_examples: int | None) -> None:
-    """Task-specific HomoDistil must reach its targets inside the run (see `cli.validate.check_prune_window`);
+    """Task-specific HomoDistil must reach its targets inside the run (see `validate.check_prune_window`);
     `num_train_examples` (None when unknown before tokenization) gives the length of a run set in epochs."""
-    from ..cli import validate
+    from .. import validate
 
     args = training_args
     pruning = args.do_train and args.teacher_name_or_path is not None and args.has_targets
@@ -149,7 +149,7 @@ def check_output_dir(training_args) -> None:
 
     Evaluation alone may write its results next to an existing model (e.g. into the model's own folder).
     """
-    from ..cli.validate import check_output_dir as _check
+    from ..validate import check_output_dir as _check
 
     overwrite = training_args.overwrite_output_dir or not training_args.do_train
     _check(training_args.output_dir, resuming=bool(training_args.resume_from_checkpoint), overwrite=overwrite)
@@ -236,16 +236,8 @@ def build_trainer(model, training_args, **kwargs) -> Trainer:
     """
     if training_args.teacher_name_or_path is None:
         return JsonArgsTrainer(model=model, args=training_args, **kwargs)
-    try:
-        from ..trainer import HomoDistilTrainer
-    except ModuleNotFoundError as err:
-        if err.name != f"{__package__.rsplit('.', 1)[0]}.trainer":
-            raise
-        raise UserError(
-            "task-specific distillation is not available yet: drop --teacher_name_or_path to fine-tune without a "
-            "teacher"
-        ) from None
     from ..loading import load_teacher
+    from ..trainer import HomoDistilTrainer
 
     # The teacher is the fine-tuned task model: load it with the student's head class so it has task logits.
     unwrapped = getattr(model, "get_base_model", lambda: model)()

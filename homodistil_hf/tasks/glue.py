@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset, DatasetDict, load_dataset
 
-from ..cli.validate import check_input_file
 from ..errors import UserError
+from ..validate import check_input_file
 
 logger = logging.getLogger("homodistil_hf")
 

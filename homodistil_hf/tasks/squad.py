@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 from datasets import Dataset
 
-from ..cli.validate import check_input_file
 from ..errors import UserError
+from ..validate import check_input_file
 
 SQUAD_HUB_IDS = {False: "rajpurkar/squad", True: "rajpurkar/squad_v2"}
 
