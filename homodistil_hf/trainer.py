@@ -443,9 +443,17 @@ class HomoDistilTrainer(Trainer):
     def _save_checkpoint(self, model, trial):
         self._check_finite_weights("checkpoint")
         self._saving_checkpoint = True
+        config = self.accelerator.unwrap_model(self.model).config
+        cls = type(config)
+        if self.pruner is not None and not self.pruner.done:
+            # Mid-pruning widths need not pass the family's config validation (e.g. Llama's hidden % heads == 0,
+            # which only the target must meet): the checkpoint is for resuming, where the student is rebuilt from
+            # the teacher and the pruning state. Skip the validation for this save only.
+            config.__class__ = type(cls.__name__, (cls,), {"validate": lambda self: None})
         try:
             super()._save_checkpoint(model, trial)
         finally:
+            config.__class__ = cls
             self._saving_checkpoint = False
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:

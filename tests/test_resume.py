@@ -41,9 +41,12 @@ class _KillAfterCheckpoint(TrainerCallback):
             raise Preempted(state.global_step)
 
 
-def _flags(teacher, corpus, out, mode, importance, *extra, max_steps=16, targets=True):
-    target_flags = ["--target_hidden_size", "32", "--target_num_attention_heads", "2", "--target_intermediate_size",
-                    "48"] if targets else []
+ENCODER_TARGET = ["--target_hidden_size", "32", "--target_num_attention_heads", "2", "--target_intermediate_size", "48"]
+DECODER_TARGET = [*ENCODER_TARGET, "--target_num_key_value_heads", "1"]
+
+
+def _flags(teacher, corpus, out, mode, importance, *extra, max_steps=16, targets=True, target=ENCODER_TARGET):
+    target_flags = list(target) if targets else []
     return ["--teacher_name_or_path", str(teacher), "--train_file", str(corpus), "--output_dir", str(out),
             "--per_device_train_batch_size", "4", "--max_seq_length", "32", "--report_to", "none", "--use_cpu",
             "--disable_tqdm", "true", "--log_level", "warning", "--max_steps", str(max_steps), "--save_steps", "4",
@@ -70,8 +73,25 @@ CASES = [
 @pytest.mark.parametrize("mode, importance, extra", CASES)
 def test_resumed_run_equals_uninterrupted_run(setup, tmp_path, monkeypatch, mode, importance, extra):
     teacher, corpus = setup
+    _check_resume(teacher, corpus, tmp_path, monkeypatch, mode, importance, extra, ENCODER_TARGET,
+                  {"hidden": 32, "heads": 2, "head_dim": 16, "intermediate": 48})
+
+
+@pytest.mark.parametrize("mode, importance", [("physical", "sensitivity"), ("masks", "sensitivity_structure")])
+def test_resumed_decoder_run_equals_uninterrupted_run(tmp_path, monkeypatch, mode, importance):
+    """The same for a Llama student under grouped-query attention (4 heads in 2 groups -> 2 heads in 1); the
+    checkpoint's mid-pruning widths need not satisfy Llama's hidden % heads config validation."""
+    from homodistil_hf.testing import save_tiny_decoder
+
+    teacher = save_tiny_decoder(tmp_path / "teacher", "llama")
+    corpus = write_corpus(tmp_path / "corpus.txt", 50)
+    _check_resume(teacher, corpus, tmp_path, monkeypatch, mode, importance, [], DECODER_TARGET,
+                  {"hidden": 32, "heads": 2, "head_dim": 16, "intermediate": 48, "kv_heads": 1})
+
+
+def _check_resume(teacher, corpus, tmp_path, monkeypatch, mode, importance, extra, target, final_shape):
     full, cut = tmp_path / "full", tmp_path / "cut"
-    run_distill.main(_flags(teacher, corpus, full, mode, importance, *extra))
+    run_distill.main(_flags(teacher, corpus, full, mode, importance, *extra, target=target))
 
     # The pre-empted run: same flags, killed right after writing checkpoint-8.
     class Preemptible(run_distill.HomoDistilTrainer):
@@ -81,7 +101,7 @@ def test_resumed_run_equals_uninterrupted_run(setup, tmp_path, monkeypatch, mode
     with monkeypatch.context() as m:
         m.setattr(run_distill, "HomoDistilTrainer", Preemptible)
         with pytest.raises(Preempted):
-            run_distill.main(_flags(teacher, corpus, cut, mode, importance, *extra))
+            run_distill.main(_flags(teacher, corpus, cut, mode, importance, *extra, target=target))
     checkpoint = cut / f"checkpoint-{STOP_AT}"
     assert sorted(p.name for p in cut.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-8"]
     assert not (cut / "model.safetensors").exists()
@@ -89,13 +109,13 @@ def test_resumed_run_equals_uninterrupted_run(setup, tmp_path, monkeypatch, mode
     # The checkpoint is inside the pruning schedule: pruned already, not yet at the target.
     state = json.loads((checkpoint / STATE_FILE).read_text())
     final = json.loads((full / "homodistil.json").read_text())["shape"]
-    assert final == {"hidden": 32, "heads": 2, "head_dim": 16, "intermediate": 48}
+    assert final == final_shape
     assert 32 < len(state["hidden"]) < 64 and 48 < len(state["layers"][0]["ffn"]) < 128
-    if importance in ("sensitivity", "activation"):  # score buffers are part of the checkpoint
+    if importance in ("sensitivity", "sensitivity_structure", "activation"):  # score buffers are in the checkpoint
         assert len(load_file(checkpoint / IMPORTANCE_FILE)) > 0
 
     run_distill.main(_flags(teacher, corpus, cut, mode, importance, *extra, "--resume_from_checkpoint",
-                            str(checkpoint)))
+                            str(checkpoint), target=target))
 
     a, b = load_file(full / "model.safetensors"), load_file(cut / "model.safetensors")
     assert a.keys() == b.keys()

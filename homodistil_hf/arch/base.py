@@ -11,7 +11,7 @@ An adapter maps a model family onto the structure vocabulary of `homodistil_hf.p
 - the attention attributes rewritten after slicing (`set_attention`) and the stock softmax scale (`stock_scaling`);
 - the stock config: `shape_of(config)`, `write_config(config, shape)`, `check_shape(...)` (what the family's config
   can express), and the family's flags: `prunes_head_dim` (not under rotary embeddings), `hidden_per_head` (the config
-  requires hidden % heads == 0, so every intermediate width must keep it), `attention_width_is_hidden` (no head_dim
+  validation requires hidden % heads == 0 of a saved target), `attention_width_is_hidden` (no head_dim
   in the config), `causal_lm` (distilled on next-token prediction).
 
 Surgery, masking, importance, schedule and export only call these, so adding a family is one file (see README,

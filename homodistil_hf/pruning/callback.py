@@ -32,7 +32,7 @@ class PruningCallback(TrainerCallback):
         start, end = resolve_step(args.prune_start, state.max_steps), resolve_step(args.prune_end, state.max_steps)
         end = max(end, start)
         pruner.schedule = WidthSchedule(pruner.initial, pruner.target, start, end, args.prune_every,
-                                        args.pruning_schedule, hidden_per_head=pruner.adapter.hidden_per_head)
+                                        args.pruning_schedule)
         if optimizer is not None and pruner.physical:
             pruner.listeners = [optimizer_slicer(optimizer)]
         if end > state.max_steps:

@@ -5,9 +5,11 @@ the pruning window elapsed, so most structures go early, while the student is st
 last ones slowly. `linear` uses (1 - p); `oneshot` jumps to the target at `start`. Widths are rounded up, so they never
 grow back and reach the target exactly at `end`.
 
-Every intermediate shape is one a stock config could hold, so a checkpoint saves at any step: key/value heads and
-query heads per group fall separately (groups stay uniform), and where the config requires hidden % heads == 0
-(`hidden_per_head`) the hidden width falls as heads x (hidden per head), both factors rounded up.
+Key/value heads and query heads per group fall separately, so groups stay uniform at every step (a physically pruned
+model needs that). The hidden width falls on its own curve even where the family's config validation wants
+hidden % heads == 0 (only the target must satisfy it: a mid-pruning checkpoint saves without that validation, see
+`HomoDistilTrainer._save_checkpoint`): tying hidden to the head count would make it fall only when whole key/value
+groups go, i.e. all at once for most decoder targets.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ class WidthSchedule:
     end: int
     every: int = 10
     kind: str = "cubic"
-    hidden_per_head: bool = False
 
     def fraction_kept(self, step: int) -> float:
         """1 before the window, 0 after it, and the schedule's curve in between."""
@@ -55,9 +56,7 @@ class WidthSchedule:
         a, b = self.initial, self.target
         kv = width(b.kv_heads, a.kv_heads)
         heads = kv * width(b.group_size, a.group_size)
-        hidden = (heads * width(b.hidden // b.heads, a.hidden // a.heads) if self.hidden_per_head
-                  else width(b.hidden, a.hidden))
-        return Shape(hidden, heads, width(b.head_dim, a.head_dim), width(b.intermediate, a.intermediate), kv)
+        return Shape(width(b.hidden, a.hidden), heads, width(b.head_dim, a.head_dim), width(b.intermediate, a.intermediate), kv)
 
     def is_pruning_step(self, step: int) -> bool:
         """Whether a pruning step happens at `step`: every `every` steps inside the window, and at its end."""
