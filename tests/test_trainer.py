@@ -223,3 +223,25 @@ def test_push_to_hub_uploads_the_compact_export(tmp_path, monkeypatch, tiny_mlm_
     assert calls["config"]["hidden_size"] == 32
     assert "checkpoint-*" in calls["ignore"]
     assert "me/tiny-homobert" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_teacher_dtype_holds_a_frozen_bf16_teacher_beside_an_fp32_student(tmp_path):
+    """`--teacher_dtype bfloat16`: the teacher is cast (half its memory), frozen, unwrapped (no DDP / FSDP wrapper
+    syncs it); the student stays fp32 and every term stays finite and close to the fp32-teacher run's."""
+    teacher = tiny_model("bert", "mlm", seed=0)
+    logs = {}
+    for dtype in ("float32", "bfloat16"):
+        student = tiny_model("bert", "mlm", seed=1).train()
+        trainer = HomoDistilTrainer(model=student, teacher=teacher, args=_args(tmp_path / dtype, teacher_dtype=dtype),
+                                    train_dataset=_dataset(), data_collator=default_data_collator)
+        trainer.train()
+        t = trainer.teacher
+        assert type(t) is type(teacher) and not t.training
+        assert {p.dtype for p in t.parameters()} == {getattr(torch, dtype)}
+        assert not any(p.requires_grad or p.grad is not None for p in t.parameters())
+        assert {p.dtype for p in student.parameters()} == {torch.float32}
+        logs[dtype] = trainer.state.log_history[0]
+    for k in ("loss_mlm", "loss_pred", "loss_hidden", "loss_attn"):
+        assert logs["bfloat16"][k] == pytest.approx(logs["float32"][k], rel=0.05, abs=1e-4), k
+    with pytest.raises(UserError, match="--teacher_dtype"):
+        _args(tmp_path, teacher_dtype="int8")
