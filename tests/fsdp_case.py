@@ -30,3 +30,24 @@ def batches(family: str):
     vocab = 60 if family == "llama" else 236
     g = torch.Generator().manual_seed(1)
     return [torch.randint(5, vocab, (4, 12), generator=g) for _ in range(STEPS)]
+
+
+def train(family: str, model, rank: int = 0, world: int = 1) -> tuple[object, list[dict]]:
+    """The run: rank `rank` of `world` takes its share of every batch; masks mode, per-structure sensitivity.
+    Returns the pruner and its state after each pruning step."""
+    from homodistil_hf.pruning.importance import StructureSensitivityImportance
+    from homodistil_hf.pruning.pruner import Pruner
+
+    pruner = Pruner(model, TARGET[family], StructureSensitivityImportance(), physical=False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    decisions = []
+    for step, ids in enumerate(batches(family)):
+        local = ids.chunk(world)[rank]
+        model(input_ids=local, labels=local).loss.backward()
+        pruner.importance.step()
+        if step in SCHEDULE:
+            pruner.prune_to(SCHEDULE[step](TARGET[family]))
+            decisions.append(pruner.state.to_dict())
+        optimizer.step()
+        optimizer.zero_grad()
+    return pruner, decisions

@@ -13,12 +13,10 @@ import torch
 import torch.distributed as dist
 
 from homodistil_hf.export import export_model
-from homodistil_hf.pruning.importance import StructureSensitivityImportance
-from homodistil_hf.pruning.pruner import Pruner
 from homodistil_hf.pruning.sharding import any_sharded, full_copy
 
 sys.path.insert(0, os.path.dirname(__file__))
-from fsdp_case import SCHEDULE, TARGET, batches, build  # noqa: E402
+from fsdp_case import build, train  # noqa: E402
 
 
 def main(family: str, record: str, out: str) -> None:
@@ -32,18 +30,7 @@ def main(family: str, record: str, out: str) -> None:
         fully_shard(layer)
     fully_shard(model)
     assert any_sharded(model), "fully_shard left no DTensor parameter"
-    pruner = Pruner(model, TARGET[family], StructureSensitivityImportance(), physical=False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    decisions = []
-    for step, ids in enumerate(batches(family)):
-        local = ids.chunk(world)[rank]
-        model(input_ids=local, labels=local).loss.backward()
-        pruner.importance.step()
-        if step in SCHEDULE:
-            pruner.prune_to(SCHEDULE[step](TARGET[family]))
-            decisions.append(pruner.state.to_dict())
-        optimizer.step()
-        optimizer.zero_grad()
+    pruner, decisions = train(family, model, rank, world)
     plain = full_copy(model)  # collective: every rank gathers
     with open(f"{record}.rank{rank}.json", "w") as f:
         json.dump({"decisions": decisions}, f)

@@ -16,11 +16,9 @@ import torch
 import transformers
 
 from homodistil_hf.export import export_model
-from homodistil_hf.pruning.importance import StructureSensitivityImportance
-from homodistil_hf.pruning.pruner import Pruner
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fsdp_case import SCHEDULE, TARGET, batches, build  # noqa: E402
+from fsdp_case import SCHEDULE, batches, build, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,17 +28,7 @@ if not torch.distributed.is_available() or not torch.distributed.is_gloo_availab
 
 def _reference(family: str, out: Path) -> list[dict]:
     model = build(family)
-    pruner = Pruner(model, TARGET[family], StructureSensitivityImportance(), physical=False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    decisions = []
-    for step, ids in enumerate(batches(family)):
-        model(input_ids=ids, labels=ids).loss.backward()
-        pruner.importance.step()
-        if step in SCHEDULE:
-            pruner.prune_to(SCHEDULE[step](TARGET[family]))
-            decisions.append(pruner.state.to_dict())
-        optimizer.step()
-        optimizer.zero_grad()
+    pruner, decisions = train(family, model)
     export_model(model, out, pruner.state, physical=False)
     return decisions
 

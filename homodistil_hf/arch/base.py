@@ -105,6 +105,15 @@ class ArchAdapter:
         """Modules with parameters and no prunable width (left as they are)."""
         return []
 
+    head_inputs: ClassVar[tuple[str, ...]] = ()  # head projections (dotted paths) that read the hidden width
+
+    def add_head_inputs(self, model: nn.Module, parts: HiddenParts) -> HiddenParts:
+        """Append the head projections of `head_inputs` that this head class has."""
+        for path in self.head_inputs:
+            if isinstance(module := get_module(model, path), nn.Linear):
+                parts.inputs.append(module)
+        return parts
+
     def uncovered_modules(self, model: nn.Module) -> list[str]:
         """Names of modules holding a parameter that the adapter neither maps nor declares free (a parameter shared
         with a mapped module, such as a tied decoder bias, counts as mapped).

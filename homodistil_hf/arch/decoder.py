@@ -17,7 +17,7 @@ from torch import nn
 from ..errors import UserError
 from ..pruning.modules import Proj
 from ..pruning.shape import Shape
-from .base import ArchAdapter, HiddenParts, LayerParts, get_module
+from .base import ArchAdapter, HiddenParts, LayerParts
 
 
 class LlamaLikeAdapter(ArchAdapter):
@@ -55,10 +55,7 @@ class LlamaLikeAdapter(ArchAdapter):
             parts.outputs += [attn.o_proj, mlp.down_proj]
             parts.norms += [layer.input_layernorm, layer.post_attention_layernorm]
         parts.norms.append(base.norm)
-        for path in self.head_inputs:
-            if isinstance(module := get_module(model, path), nn.Linear):
-                parts.inputs.append(module)
-        return parts
+        return self.add_head_inputs(model, parts)
 
     def free_modules(self, model: nn.Module) -> list[nn.Module]:
         # Qwen3's q_norm / k_norm work over head_dim, which is never pruned here.

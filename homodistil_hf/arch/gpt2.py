@@ -14,7 +14,7 @@ from torch import nn
 from ..errors import UserError
 from ..pruning.modules import Proj
 from ..pruning.shape import Shape
-from .base import ArchAdapter, HiddenParts, LayerParts, get_module
+from .base import ArchAdapter, HiddenParts, LayerParts
 
 
 class GPT2Adapter(ArchAdapter):
@@ -45,10 +45,7 @@ class GPT2Adapter(ArchAdapter):
             parts.outputs += [block.attn.c_proj, block.mlp.c_proj]
             parts.norms += [block.ln_1, block.ln_2]
         parts.norms.append(base.ln_f)
-        for path in self.head_inputs:
-            if isinstance(module := get_module(model, path), nn.Linear):
-                parts.inputs.append(module)
-        return parts
+        return self.add_head_inputs(model, parts)
 
     def attention_dims(self, parts: LayerParts) -> tuple[int, int, int]:
         attn = parts.attention

@@ -107,18 +107,9 @@ class PruningState:
 
 
 @dataclass
-class LayerSelection:
-    """Structures to keep in one layer, as positions in the layer's current tensors."""
-
-    heads: torch.Tensor  # [a'] positions among the current heads
-    qk: torch.Tensor  # [a', d'] positions among the current head dims, per kept head
-    v: torch.Tensor
-    ffn: torch.Tensor
-    kv: torch.Tensor | None = None  # [g'] positions among the current key/value heads; None: the same as `heads`
-
-    def __post_init__(self):
-        if self.kv is None:
-            self.kv = self.heads
+class LayerSelection(LayerKeep):
+    """Structures to keep in one layer, as positions in the layer's current tensors (the fields of `LayerKeep`:
+    heads [a'], qk / v [a', d'] per kept head, ffn, kv; kv None: the same as heads)."""
 
 
 @dataclass
