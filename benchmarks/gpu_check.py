@@ -94,7 +94,6 @@ def reference_tokens_per_s(folder: str, args, device, dtype) -> float:
 
 
 def _timed(step, data, device, args) -> float:
-    import torch
 
     for ids in data[:3]:
         step(ids)

@@ -56,6 +56,12 @@ def _plots(results: dict, fig_dir: Path) -> dict[str, str]:
         plt.close(fig)
         written[name] = f"figures/{name}.png"
 
+    if results.get("sweep"):
+        from benchmarks.sweep import plot as sweep_plot
+
+        sweep_plot(results, fig_dir / "sweep.png")
+        written["sweep"] = "figures/sweep.png"
+
     disc = results.get("discrepancy")
     if disc:
         keys = [("eval_loss", "total (hidden + attention)"), ("eval_loss_hidden", "hidden-state MSE"),
@@ -372,6 +378,25 @@ def write_report(results: dict, readme: Path, fig_dir: Path) -> None:
         w("Not run yet.")
 
     # --- 4 ----------------------------------------------------------------------------------------------------------
+    sweep = results.get("sweep")
+    if sweep:
+        w("\n## Sweep: where pruning while distilling beats pruning once (issue 12)\n")
+        w("STS-B zero-shot Spearman, mean ± sd over seeds, per level of kept parameters and training length "
+          "(`python benchmarks/run.py --only sweep`).\n")
+        w("| level (params, non-embedding share) | steps | " + " | ".join(sweep["methods"]) +
+          " | HomoDistil - best baseline | beyond the spread |")
+        w("|---|---|" + "---|" * (len(sweep["methods"]) + 2))
+        for key, v in sweep["verdict"].items():
+            level, steps = key.split("/")
+            info = sweep["levels"][level]
+            cells = [f"{sweep['runs'][f'{key}/{m}']['stsb_mean']:.4f} ± {sweep['runs'][f'{key}/{m}']['stsb_sd']:.4f}"
+                     for m in sweep["methods"]]
+            w(f"| {level} ({info['params'] / 1e6:.2f}M, {info['non_embedding_share']:.0%}) | {steps} | "
+              + " | ".join(cells) + f" | {v['margin']:+.4f} vs {v['best_baseline']} | "
+              f"{'yes' if v['ahead_beyond_spread'] else 'no'} |")
+        if "sweep" in plots:
+            w(f"\n![sweep]({plots['sweep']})\n")
+
     w("\n## 4. The paper's analyses at this scale\n")
     w("### Prediction discrepancy during training (paper Figure 2)\n")
     if results.get("discrepancy"):

@@ -41,6 +41,7 @@ from benchmarks import offline  # noqa: E402
 offline()
 
 PARTS = ("speed", "inference", "memory", "physical", "quality", "glue", "schedules", "importance")
+OPT_IN_PARTS = ("sweep",)  # hours on 2 CPU cores: only with --only sweep (benchmarks/sweep.py)
 VARIANTS = ("homodistil", "truncate_kd", "oneshot_kd", "random_kd")
 VARIANT_FLAGS = {
     "homodistil": [],
@@ -175,15 +176,16 @@ class Bench:
 
     # --- commands ---------------------------------------------------------------------------------------------------
     def distill_argv(self, out: Path, seed: int, extra: list[str], evaluate: bool = True, targets: bool = True,
-                     steps: int | None = None) -> list[str]:
+                     steps: int | None = None, target: list[int] | None = None) -> list[str]:
         c = self.cfg
         argv = ["--teacher_name_or_path", self.teacher, "--train_file", str(self.train_file),
                 "--output_dir", str(out), "--overwrite_output_dir",
                 "--max_steps", str(steps or c["steps"]), "--per_device_train_batch_size", str(c["batch"]),
                 "--max_seq_length", str(c["seq"]), "--learning_rate", str(c["lr"]), "--seed", str(seed)]
         if targets:
-            argv += ["--target_hidden_size", str(self.target[0]), "--target_num_attention_heads", str(self.target[1]),
-                     "--target_intermediate_size", str(self.target[2])]
+            t = target or self.target
+            argv += ["--target_hidden_size", str(t[0]), "--target_num_attention_heads", str(t[1]),
+                     "--target_intermediate_size", str(t[2])]
         argv += ["--report_to", "none", "--use_cpu", "--save_strategy", "no", "--disable_tqdm", "true"]
         if evaluate:
             argv += ["--validation_file", str(self.heldout_file), "--do_eval", "--eval_strategy", "steps",
@@ -226,9 +228,10 @@ class Bench:
         return data if data.get("argv") == command else None
 
     # --- one distillation run ---------------------------------------------------------------------------------------
-    def distill(self, name: str, seed: int, extra: list[str]) -> dict:
+    def distill(self, name: str, seed: int, extra: list[str], target: list[int] | None = None,
+                steps: int | None = None) -> dict:
         out = self.work / "runs" / f"{name}-s{seed}"
-        argv = self.distill_argv(out, seed, extra)
+        argv = self.distill_argv(out, seed, extra, steps=steps, target=target)
         hit = self.cached(out, argv)
         if hit is not None:
             log(f"distill {name} seed {seed}: reusing {out}")
@@ -751,6 +754,13 @@ def part_importance(b: Bench) -> None:
     _ablation(b, IMPORTANCES, "importance")
 
 
+def part_sweep(b: Bench) -> None:
+    """Issue 12's grid of compression levels x training lengths x seeds (benchmarks/sweep.py)."""
+    from benchmarks import sweep
+
+    sweep.part_sweep(b)
+
+
 # ======================================================================================================================
 # Helpers
 # ======================================================================================================================
@@ -810,7 +820,8 @@ def _clean(obj):
 
 
 PART_FUNCS = {"speed": part_speed, "inference": part_inference, "memory": part_memory, "physical": part_physical,
-              "quality": part_quality, "glue": part_glue, "schedules": part_schedules, "importance": part_importance}
+              "quality": part_quality, "glue": part_glue, "schedules": part_schedules, "importance": part_importance,
+              "sweep": part_sweep}
 
 
 def parse(argv=None):
@@ -854,12 +865,13 @@ def parse(argv=None):
 def main(argv=None) -> dict:
     args = parse(argv)
     only = [x.strip() for x in args.only.split(",") if x.strip()]
-    unknown = set(only) - set(PARTS) - {"report"}
+    unknown = set(only) - set(PARTS) - set(OPT_IN_PARTS) - {"report"}
     if unknown:
-        raise SystemExit(f"unknown part(s): {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}, report")
+        raise SystemExit(f"unknown part(s): {', '.join(sorted(unknown))}; choose from "
+                         f"{', '.join(PARTS + OPT_IN_PARTS)}, report")
     bench = Bench(args)
     errors = bench.results.setdefault("errors", {})
-    for part in [p for p in PARTS if p in only]:
+    for part in [p for p in PARTS + OPT_IN_PARTS if p in only]:
         log(f"=== {part} ===")
         start = time.perf_counter()
         try:
@@ -876,7 +888,7 @@ def main(argv=None) -> dict:
         log(f"=== {part} done in {time.perf_counter() - start:.0f}s; results in {bench.results_path}")
     if not errors:
         bench.results.pop("errors", None)
-    bench.save(measured=any(p in only for p in PARTS))
+    bench.save(measured=any(p in only for p in PARTS + OPT_IN_PARTS))
     shutil.rmtree(bench.work / "tmp", ignore_errors=True)
     return bench.results
 

@@ -133,3 +133,25 @@ def test_gpu_check_runs_on_cpu_with_tiny_sizes(tmp_path, capsys):
     assert out["generation_tokens_per_s"]["student"] > 0
     printed = capsys.readouterr().out
     assert "trainer step time / reference" in printed and "generation tokens/s" in printed
+
+
+def test_sweep_part_runs_on_quick_settings(tmp_path, one_thread):
+    """Issue 12's sweep (`--only sweep`): every method at every level of the quick grid, a verdict per level, and
+    the report table and plot."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import run
+
+    teacher = save_tiny_model(tmp_path / "teacher", "bert", "base", max_position_embeddings=64)
+    corpus = write_corpus(tmp_path / "corpus.txt", 600)
+    out = tmp_path / "out"
+    results = run.main(["--quick", "--only", "sweep", "--inprocess", "--strict", "--teacher", str(teacher),
+                        "--corpus", str(corpus), "--glue_dir", str(_glue(tmp_path / "glue")),
+                        "--work_dir", str(tmp_path / "work"),
+                        "--results", str(out / "results.json"), "--readme", str(out / "README.md")])
+    sweep = results["sweep"]
+    assert set(sweep["verdict"]) == {"38%/6", "11%/6"}
+    assert all(0 < level["share"] < 1 for level in sweep["levels"].values())
+    assert sweep["levels"]["11%"]["params"] < sweep["levels"]["38%"]["params"]
+    assert len(sweep["runs"]) == 2 * len(sweep["methods"])
+    assert (out / "figures" / "sweep.png").is_file()
+    assert "## Sweep" in (out / "README.md").read_text()
