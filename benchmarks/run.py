@@ -60,6 +60,8 @@ SCHEDULES = {
 IMPORTANCES = {
     "sensitivity (default)": ("homodistil", []),
     "sensitivity per structure": ("imp_sensitivity_structure", ["--importance", "sensitivity_structure"]),
+    "sensitivity per structure, no uncertainty": ("imp_sensitivity_structure_ema",
+                                                  ["--importance", "sensitivity_structure_ema"]),
     "magnitude": ("imp_magnitude", ["--importance", "magnitude"]),
     "activation": ("imp_activation", ["--importance", "activation"]),
     "random": ("imp_random", ["--importance", "random"]),

@@ -1,5 +1,6 @@
-"""Per-weight vs per-structure sensitivity (issue 13): the same distillation run with each, STS-B zero-shot of the
-students, and the training-memory increase of each (memory probe), side by side in one run.
+"""Per-weight vs per-structure sensitivity (issue 13): the same distillation run with each (and the per-structure
+variant without its uncertainty factor), STS-B zero-shot of the students, and the training-memory increase of each
+(memory probe), side by side in one run. Finished runs are reused (same command), as in `run.py`.
 
     python benchmarks/structure_importance.py            # writes benchmarks/structure_importance.json
 
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> dict:
     bench = run.Bench(args)
     seed = bench.cfg["seeds"][0]
     out: dict = {"seed": seed, "runs": {}}
-    for label in ("sensitivity (default)", "sensitivity per structure"):
+    for label in ("sensitivity (default)", "sensitivity per structure", "sensitivity per structure, no uncertainty"):
         name, extra = run.IMPORTANCES[label]
         rec = bench.distill(name, seed, extra)
         out["runs"][label] = {"run": name, **run._run_summary(rec)}

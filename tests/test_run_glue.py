@@ -515,10 +515,14 @@ def test_example_configs_parse(path):
         run_distill = pytest.importorskip("homodistil_hf.cli.run_distill")
         ModelArguments, DataTrainingArguments = run_distill.ModelArguments, run_distill.DataArguments  # noqa: N806
     raw = json.loads(path.read_text())
-    raw.pop("fp16", None)  # fp16 needs a GPU at training time only, but keep parsing independent of the machine
+    raw.pop("fp16", None)  # fp16 / bf16 need a GPU at training time only, but keep parsing independent of the machine
+    raw.pop("bf16", None)
     parser = OneLineArgumentParser((ModelArguments, DataTrainingArguments, HomoDistilConfig))
     _, data_args, args = parser.parse_dict(raw, allow_extra_keys=False)
-    if path.name.startswith("distill_"):
+    if path.name.startswith("distill_") and "homobert" not in path.name:  # decoder configs (GPU machines)
+        assert args.kd_loss == "forward_kl" and args.teacher_dtype == "bfloat16"
+        assert args.target_num_key_value_heads and args.importance == "sensitivity_structure"
+    elif path.name.startswith("distill_"):
         assert args.temperature == 2.0 and args.pruning_schedule == "cubic" and args.prune_every == 10
         assert args.max_steps == 28000 and args.adam_epsilon == 1e-6 and data_args.max_seq_length == 128
         assert args.per_device_train_batch_size * 8 * args.gradient_accumulation_steps == 4096

@@ -255,10 +255,13 @@ class StructureSensitivityImportance(Importance):
             if g.name not in self.ema:
                 out[g.name] = torch.zeros(g.view)
                 continue
-            score = self.ema[g.name] * self.unc[g.name]
+            score = self._score(g.name)
             index, _ = self._index(g)
             out[g.name] = (score if index is None else score[index.to(score.device)]).reshape(g.view).cpu()
         return out
+
+    def _score(self, name: str) -> torch.Tensor:
+        return self.ema[name] * self.unc[name]
 
     def state_dict(self, names):
         return {f"{k}::{kind}": v for kind, buf in (("ema", self.ema), ("unc", self.unc)) for k, v in buf.items()}
@@ -273,6 +276,17 @@ class StructureSensitivityImportance(Importance):
         self.ema.clear()
         self.unc.clear()
         self.masks.clear()
+
+
+@register
+class StructureSensitivityEMAImportance(StructureSensitivityImportance):
+    """Per-structure sensitivity without the uncertainty factor: the score is EMA(I_s) alone (an ablation of
+    `sensitivity_structure`, whose structure-level uncertainty is much smoother than the per-weight one)."""
+
+    name = "sensitivity_structure_ema"
+
+    def _score(self, name: str) -> torch.Tensor:
+        return self.ema[name]
 
 
 @register
