@@ -145,7 +145,7 @@ def main(argv=None) -> dict:
     args = parse(argv)
     if args.report:
         results = json.loads(Path(args.out).read_text())
-        write_markdown(results, Path(args.out).with_name("decoder.md"))
+        write_markdown(results, _markdown_path(args.out))
         return results
     from transformers import AutoTokenizer
 
@@ -183,8 +183,14 @@ def main(argv=None) -> dict:
         results["runs"][name] = row
         print(json.dumps({name: {k: v for k, v in row.items() if k != "command"}}), flush=True)
         Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
-    write_markdown(results, Path(args.out).with_name("decoder.md"))
+    write_markdown(results, _markdown_path(args.out))
     return results
+
+
+def _markdown_path(results_path: str) -> Path:
+    """decoder_results.json -> decoder.md (decoder_results_s43.json -> decoder_s43.md)."""
+    path = Path(results_path)
+    return path.with_name(path.stem.replace("_results", "") + ".md")
 
 
 if __name__ == "__main__":
