@@ -27,7 +27,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from .arch import SUPPORTED_MODEL_TYPES, get_adapter
+from .arch import get_adapter
 from .errors import UserError
 from .gguf_teacher import gguf_teacher
 from .pruning.shape import Shape
@@ -70,9 +70,10 @@ def load_config(name_or_path: str, flag: str = "--teacher_name_or_path", gguf_fi
                             "to a folder written by save_pretrained") from None
         raise UserError(f"{flag} {name_or_path}: not found locally and not loadable from the Hub (offline or "
                         "unknown id); pass a local folder or check the model id") from None
-    if config.model_type not in SUPPORTED_MODEL_TYPES:
-        raise UserError(f"{flag} {name_or_path} is a {config.model_type!r} model; supported model types: "
-                        f"{', '.join(SUPPORTED_MODEL_TYPES)}")
+    try:
+        get_adapter(config)  # the registry's one check (families registered later included)
+    except UserError as err:
+        raise UserError(f"{flag} {name_or_path}: {err}") from None
     return config
 
 
@@ -84,8 +85,7 @@ def load_teacher(name_or_path: str, auto_class=None, dtype: torch.dtype | None =
     if gguf is not None:
         name_or_path = str(gguf.convert())
         kwargs.pop("cache_dir", None)  # a local folder now
-    config = load_config(name_or_path)
-    get_adapter(config)  # refuses decoders early
+    config = load_config(name_or_path)  # refuses unsupported families before any weights load
     auto_class = auto_class or auto_class_for(config)
     try:
         model = auto_class.from_pretrained(name_or_path, dtype=dtype, **kwargs)

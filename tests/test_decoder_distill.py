@@ -311,6 +311,10 @@ def bad_inputs(tmp_path_factory):
     (d / "folder" / "text.gguf").write_text("not a model either\n")
     small = d / "small-tokenizer"
     tiny_tokenizer(tiny_vocab()[:100]).save_pretrained(small)
+    from transformers import MixtralConfig
+
+    MixtralConfig(num_hidden_layers=1, hidden_size=16, intermediate_size=32, num_attention_heads=2,
+                  num_key_value_heads=1, vocab_size=50).save_pretrained(d / "mixtral")  # a config is enough
     return d
 
 
@@ -330,6 +334,13 @@ BAD = [
     ("jsd_beta", {"--kd_loss": "jsd", "--jsd_beta": "2"}, ["--jsd_beta", "[0, 1]"]),
     ("alpha_lm_and_mlm", {"--alpha_lm": "0.5", "--alpha_mlm": "2"}, ["--alpha_lm", "--alpha_mlm", "give one"]),
     ("kv_heads_rope_head_dim", {"--target_head_dim": "8"}, ["--target_head_dim 8", "rotary"]),
+    ("non_uniform_groups", {"--target_num_attention_heads": "3", "--target_num_key_value_heads": "2"},
+     ["--target_num_key_value_heads 2", "--target_num_attention_heads 3", "uniform", "valid head counts"]),
+    ("hidden_not_multiple_of_heads", {"--target_hidden_size": "30", "--target_num_attention_heads": "4",
+                                      "--target_num_key_value_heads": "2"},
+     ["--target_hidden_size 30", "not a multiple of --target_num_attention_heads 4", "use hidden 28 or 32"]),
+    ("moe_teacher", {"--teacher_name_or_path": "{d}/mixtral"}, ["'mixtral'", "mixture-of-experts",
+                                                               "supported model types"]),
 ]
 
 
