@@ -157,6 +157,11 @@ def write_report(results: dict, readme: Path, fig_dir: Path) -> None:
       f"(all-MiniLM-L6-v2: 6 layers, hidden 384, 12 heads, FFN 1536), corpus `{meta.get('corpus', '?')}`; student "
       f"target {meta.get('target', {})}.")
     w(_HOW_TO_RUN)
+    w("Beside this file: the decoder benchmark ([`decoder.md`](decoder.md), `python benchmarks/decoder.py`: "
+      "SmolLM2-135M pruned while distilled vs one-shot and truncation), the per-structure vs per-weight importance "
+      "comparison ([`structure_importance.json`](structure_importance.json), `python benchmarks/structure_importance"
+      ".py`), the GPU check (`bash benchmarks/gpu_check.sh`) and issue 12's sweep (`python benchmarks/run.py --only "
+      "sweep`).\n")
     if "part_seconds" in meta:
         w("Wall time of each part (its last invocation; a re-run reuses finished runs, so this is the new work "
           "only): " + ", ".join(
