@@ -63,9 +63,7 @@ def kd_logits_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    s = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    per_position = F.kl_div(s, t, log_target=True, reduction="none").sum(-1) * temperature**2
+    per_position = _divergence_per_position(student_logits, teacher_logits, temperature, "forward_kl", 0.0)
     return _reduce(per_position, mask, reduction)
 
 

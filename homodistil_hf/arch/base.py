@@ -56,15 +56,6 @@ class HiddenParts:
     inputs: list[nn.Module] = field(default_factory=list)
     outputs: list[nn.Module] = field(default_factory=list)
 
-    # Old names (encoder adapters wrote `in_linears` / `out_linears`).
-    @property
-    def in_linears(self) -> list[nn.Module]:
-        return self.inputs
-
-    @property
-    def out_linears(self) -> list[nn.Module]:
-        return self.outputs
-
 
 def get_module(root: nn.Module, path: str) -> nn.Module | None:
     """The submodule at dotted `path`, or None if any part is missing."""

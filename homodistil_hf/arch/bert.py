@@ -8,5 +8,5 @@ class BertAdapter(EncoderAdapter):
     model_types = ("bert",)
     head_inout_linears = ("cls.predictions.transform.dense",)
     # The MLM decoder's weight is tied to the word embeddings: sliced once, its in_features updated.
-    head_in_linears = ("cls.predictions.decoder", "cls.seq_relationship", "classifier", "qa_outputs")
+    head_inputs = ("cls.predictions.decoder", "cls.seq_relationship", "classifier", "qa_outputs")
     head_norms = ("cls.predictions.transform.LayerNorm",)

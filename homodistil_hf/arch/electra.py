@@ -16,7 +16,7 @@ from .encoder import EncoderAdapter
 class ElectraAdapter(EncoderAdapter):
     model_types = ("electra",)
     head_inout_linears = ("discriminator_predictions.dense", "classifier.dense")
-    head_in_linears = ("discriminator_predictions.dense_prediction", "classifier.out_proj", "classifier",
+    head_inputs = ("discriminator_predictions.dense_prediction", "classifier.out_proj", "classifier",
                        "qa_outputs")
 
     @staticmethod

@@ -22,7 +22,6 @@ class EncoderAdapter(ArchAdapter):
     skipped."""
 
     attention_width_is_hidden = True
-    head_in_linears: ClassVar[tuple[str, ...]] = ()  # read hidden only
     head_inout_linears: ClassVar[tuple[str, ...]] = ()  # hidden -> hidden
     head_norms: ClassVar[tuple[str, ...]] = ()
     head_other: ClassVar[tuple[str, ...]] = ()  # head modules with no hidden-width dimension
@@ -71,9 +70,7 @@ class EncoderAdapter(ArchAdapter):
             if isinstance(module := get_module(model, path), nn.Linear):
                 parts.inputs.append(module)
                 parts.outputs.append(module)
-        for path in self.head_in_linears:
-            if isinstance(module := get_module(model, path), nn.Linear):
-                parts.inputs.append(module)
+        self.add_head_inputs(model, parts)  # heads that read hidden only
         for path in self.head_norms:
             if isinstance(module := get_module(model, path), nn.LayerNorm):
                 parts.norms.append(module)

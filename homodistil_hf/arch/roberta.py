@@ -7,5 +7,5 @@ from .encoder import EncoderAdapter
 class RobertaAdapter(EncoderAdapter):
     model_types = ("roberta",)
     head_inout_linears = ("lm_head.dense", "classifier.dense")
-    head_in_linears = ("lm_head.decoder", "classifier.out_proj", "classifier", "qa_outputs")
+    head_inputs = ("lm_head.decoder", "classifier.out_proj", "classifier", "qa_outputs")
     head_norms = ("lm_head.layer_norm",)

@@ -40,12 +40,18 @@ class Group:
 
     def collect(self, rows: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """Sum per-index values into per-structure scores: `rows` holds (values along a dim, structure ids)."""
-        total = torch.zeros(self.size, dtype=torch.float32)
+        device = rows[0][0].device if rows else None
+        total = torch.zeros(self.size, dtype=torch.float32, device=device)
         for values, ids in rows:
-            keep = ids >= 0
-            total = total.to(values.device)
-            total.index_add_(0, ids[keep].to(values.device), values.float()[keep.to(values.device)])
+            self.accumulate(total, values, ids)
         return total.reshape(self.view)
+
+    @staticmethod
+    def accumulate(total: torch.Tensor, values: torch.Tensor, ids: torch.Tensor) -> None:
+        """Add per-index `values` into the flat per-structure `total` (ids -1: not this group's)."""
+        ids = ids.to(values.device)
+        keep = ids >= 0
+        total.index_add_(0, ids[keep], values.float()[keep])
 
     def row_scores(self, element_scores: dict[nn.Parameter, torch.Tensor]) -> torch.Tensor:
         """Elementwise scores summed over each structure's weights (each (param, dim) once, so a tied weight counts

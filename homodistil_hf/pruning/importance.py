@@ -70,6 +70,10 @@ class Importance:
     def on_pruned(self) -> None:
         """Called after each pruning step."""
 
+    def set_masks(self, axis_masks: dict[nn.Parameter, list[torch.Tensor]]) -> None:
+        """Masks mode: which weights are pruned (per parameter, a 0/1 vector per pruned dim), for metrics that
+        accumulate statistics every step (the others get `element_masks` at scoring time)."""
+
     def on_slice(self, param: nn.Parameter, dim: int, index: torch.Tensor, old_shape: torch.Size) -> None:
         """Follow a physical slice of `param`."""
 
@@ -190,6 +194,9 @@ class StructureSensitivityImportance(Importance):
     def from_config(cls, args) -> StructureSensitivityImportance:
         return cls(args.importance_beta1, args.importance_beta2)
 
+    def set_masks(self, axis_masks):
+        self.masks = axis_masks
+
     def attach(self, model, groups, coords=None):
         super().attach(model, groups, coords)
         # param -> every (group, dim, ids) that reads it, so each |w * grad| is formed once per step.
@@ -222,8 +229,9 @@ class StructureSensitivityImportance(Importance):
             for g, dim, ids in uses:
                 other = [d for d in range(sens.dim()) if d != dim]
                 rows = sens.sum(dim=other) if other else sens
-                part = g.collect([(rows, narrow_to(ids, 0, offset[dim], sens.shape[dim]))]).reshape(-1)
-                sums[g.name] = sums[g.name] + part if g.name in sums else part
+                if g.name not in sums:
+                    sums[g.name] = torch.zeros(g.size, device=sens.device)
+                g.accumulate(sums[g.name], rows, narrow_to(ids, 0, offset[dim], sens.shape[dim]))
             del sens
         if sharded:
             device = next(iter(sums.values())).device if sums else None

@@ -157,8 +157,7 @@ class Pruner:
         else:
             self.masker.apply(new)
             self.state = new
-            if hasattr(self.importance, "masks"):  # pruned weights leave the running statistics
-                self.importance.masks = self._axis_masks()
+            self.importance.set_masks(self._axis_masks())  # pruned weights leave running statistics
 
     def _coords(self) -> dict[str, tuple[torch.Tensor, int]]:
         """Per group: the teacher's flat index of each current structure (physically pruned model), and the

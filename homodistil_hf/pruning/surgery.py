@@ -139,10 +139,9 @@ def finalize_attention_scale(model: nn.Module) -> None:
         if stock is None or attn.scaling == stock:
             continue
         factor = attn.scaling / stock
-        q = parts.q
-        rows = slice(q.offset, q.offset + adapter.attention_dims(parts)[0] * adapter.attention_dims(parts)[2])
-        for param, dim in out_slices(q.module):
-            param.data.narrow(dim, rows.start, rows.stop - rows.start).mul_(factor)
+        heads, _, head_dim = adapter.attention_dims(parts)
+        for param, dim in out_slices(parts.q.module):  # the query rows only (a fused projection holds k, v too)
+            param.data.narrow(dim, parts.q.offset, heads * head_dim).mul_(factor)
         attn.scaling = stock
 
 
