@@ -386,17 +386,26 @@ def write_report(results: dict, readme: Path, fig_dir: Path) -> None:
     sweep = results.get("sweep")
     if sweep:
         w("\n## Sweep: where pruning while distilling beats pruning once (issue 12)\n")
-        w("STS-B zero-shot Spearman, mean ± sd over seeds, per level of kept parameters and training length "
-          "(`python benchmarks/run.py --only sweep`).\n")
-        w("| level (params, non-embedding share) | steps | " + " | ".join(sweep["methods"]) +
-          " | HomoDistil - best baseline | beyond the spread |")
-        w("|---|---|" + "---|" * (len(sweep["methods"]) + 2))
+        w("Per cell: STS-B zero-shot Spearman and, below it, the held-out distillation discrepancy (`eval_loss`, "
+          "lower is better), mean ± sd over the seeds run (n); `python benchmarks/run.py --only sweep` (narrowed "
+          "with `--sweep_levels/--sweep_steps/--sweep_seeds/--sweep_methods`).\n")
+        w("| level (params, non-embedding share) | steps | n | " + " | ".join(sweep["methods"]) +
+          " | HomoDistil - best baseline (STS-B) | beyond the spread |")
+        w("|---|---|---|" + "---|" * (len(sweep["methods"]) + 2))
+
+        def cell(run: dict | None) -> str:
+            if not run:
+                return "–"
+            text = f"{run['stsb_mean']:.4f} ± {run['stsb_sd']:.4f}"
+            if run.get("eval_loss_mean") is not None:
+                text += f"<br>{run['eval_loss_mean']:.4f} ± {run['eval_loss_sd']:.4f}"
+            return text
+
         for key, v in sweep["verdict"].items():
             level, steps = key.split("/")
             info = sweep["levels"][level]
-            cells = [f"{sweep['runs'][f'{key}/{m}']['stsb_mean']:.4f} ± {sweep['runs'][f'{key}/{m}']['stsb_sd']:.4f}"
-                     for m in sweep["methods"]]
-            w(f"| {level} ({info['params'] / 1e6:.2f}M, {info['non_embedding_share']:.0%}) | {steps} | "
+            cells = [cell(sweep["runs"].get(f"{key}/{m}")) for m in sweep["methods"]]
+            w(f"| {level} ({info['params'] / 1e6:.2f}M, {info['non_embedding_share']:.0%}) | {steps} | {v['seeds']} | "
               + " | ".join(cells) + f" | {v['margin']:+.4f} vs {v['best_baseline']} | "
               f"{'yes' if v['ahead_beyond_spread'] else 'no'} |")
         if "sweep" in plots:

