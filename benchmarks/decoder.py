@@ -31,6 +31,8 @@ VARIANTS = {
     "homodistil": ("HomoDistil: copy of the teacher, pruned on the cubic schedule while distilled", []),
     "oneshot_activation": ("one-shot pruning by activation importance (10 steps of statistics), then distillation",
                            ["--pruning_schedule", "oneshot", "--importance", "activation", "--prune_start", "10"]),
+    "oneshot_sensitivity": ("one-shot pruning by sensitivity importance (10 steps of statistics), then distillation",
+                            ["--pruning_schedule", "oneshot", "--prune_start", "10"]),
     "truncate": ("truncation (first channels, groups, heads, neurons), then distillation",
                  ["--student_init", "truncate"]),
 }
@@ -141,7 +143,8 @@ def write_markdown(results: dict, path: Path) -> None:
     path.write_text("\n".join(lines))
 
 
-def main(argv=None) -> dict:
+def main(argv=None, reuse: dict[str, dict] | None = None) -> dict:
+    """Run the variants; `reuse` maps a recorded row's command to the row, which is taken instead of running it."""
     args = parse(argv)
     if args.report:
         results = json.loads(Path(args.out).read_text())
@@ -176,10 +179,14 @@ def main(argv=None) -> dict:
                "--max_seq_length", str(args.seq), "--learning_rate", str(args.lr), "--seed", str(args.seed),
                "--logging_steps", "10", "--save_strategy", "no", "--report_to", "none", "--use_cpu",
                "--disable_tqdm", "true", *args.extra.split(), *extra]
+        command = " ".join(["python", *cmd[1:]]).replace(str(args.teacher), "$SMOLLM2_GGUF") \
+            .replace(str(work), "benchmarks/_work/decoder")
+        if reuse and command in reuse:
+            results["runs"][name] = reuse[command]
+            print(json.dumps({name: "reused a recorded run with this command"}), flush=True)
+            continue
         timing = run(cmd, work / f"{name}.log")
-        row = {"description": desc, **timing, **evaluate(str(out), teacher_dir, blocks),
-               "command": " ".join(["python", *cmd[1:]]).replace(str(args.teacher), "$SMOLLM2_GGUF")
-               .replace(str(work), "benchmarks/_work/decoder")}
+        row = {"description": desc, **timing, **evaluate(str(out), teacher_dir, blocks), "command": command}
         results["runs"][name] = row
         print(json.dumps({name: {k: v for k, v in row.items() if k != "command"}}), flush=True)
         Path(args.out).write_text(json.dumps(results, indent=1) + "\n")

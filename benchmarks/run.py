@@ -62,6 +62,8 @@ IMPORTANCES = {
     "sensitivity per structure": ("imp_sensitivity_structure", ["--importance", "sensitivity_structure"]),
     "sensitivity per structure, no uncertainty": ("imp_sensitivity_structure_ema",
                                                   ["--importance", "sensitivity_structure_ema"]),
+    "squared sensitivity per structure": ("imp_sensitivity_structure_sq", ["--importance", "sensitivity_structure_sq"]),
+    "group Taylor per structure": ("imp_taylor_structure", ["--importance", "taylor_structure"]),
     "magnitude": ("imp_magnitude", ["--importance", "magnitude"]),
     "activation": ("imp_activation", ["--importance", "activation"]),
     "random": ("imp_random", ["--importance", "random"]),

@@ -3,6 +3,7 @@ variant without its uncertainty factor), STS-B zero-shot of the students, and th
 (memory probe), side by side in one run. Finished runs are reused (same command), as in `run.py`.
 
     python benchmarks/structure_importance.py            # writes benchmarks/structure_importance.json
+    python benchmarks/structure_importance.py --seeds 42,43,44 --skip_memory   # quality over three seeds
 
 Uses the benchmark's recipe (`benchmarks/run.py`: MiniLM teacher, brown.txt first 6000 lines, 192/6/768, 150 steps,
 seed 42) and its run records, so the numbers compare with the importance ablation of `results.json`.
@@ -11,6 +12,7 @@ seed 42) and its run records, so the numbers compare with the importance ablatio
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -19,27 +21,36 @@ sys.path.insert(0, str(HERE.parent))
 
 from benchmarks import run  # noqa: E402
 
+LABELS = ("sensitivity (default)", "sensitivity per structure", "sensitivity per structure, no uncertainty",
+          "squared sensitivity per structure", "group Taylor per structure")
+
 
 def main(argv: list[str] | None = None) -> dict:
-    args = run.parse(["--only", "importance", *(argv or [])])
+    argv = list(argv or [])
+    skip_memory = "--skip_memory" in argv
+    argv = [a for a in argv if a != "--skip_memory"]
+    args = run.parse(["--only", "importance", "--seeds", "42", *argv])
     bench = run.Bench(args)
-    seed = bench.cfg["seeds"][0]
-    out: dict = {"seed": seed, "runs": {}}
-    for label in ("sensitivity (default)", "sensitivity per structure", "sensitivity per structure, no uncertainty"):
-        name, extra = run.IMPORTANCES[label]
-        rec = bench.distill(name, seed, extra)
-        out["runs"][label] = {"run": name, **run._run_summary(rec)}
-    saved = bench.results  # the memory part writes into bench.results: keep the recorded results.json apart
-    bench.results = {}
-    run.part_memory(bench)
-    out["memory"] = bench.results["memory"]
-    bench.results = saved
     path = Path(args.work_dir).resolve().parent / "structure_importance.json" if args.quick else \
         HERE / "structure_importance.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    out: dict = {"seeds": bench.cfg["seeds"], "runs": {}, "memory": old.get("memory")}
+    for label in LABELS:
+        name, extra = run.IMPORTANCES[label]
+        recs = {seed: bench.distill(name, seed, extra) for seed in bench.cfg["seeds"]}
+        vals = [r["stsb_spearman"] for r in recs.values()]
+        out["runs"][label] = {"run": name, "stsb_mean": sum(vals) / len(vals),
+                              "stsb_sd": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                              "seeds": {str(k): run._run_summary(r) for k, r in recs.items()}}
+    if not skip_memory:  # the memory part writes into bench.results: keep the recorded results.json apart
+        saved, bench.results = bench.results, {}
+        run.part_memory(bench)
+        out["memory"], bench.results = bench.results["memory"], saved
     path.write_text(json.dumps(run._clean(out), indent=1) + "\n")
-    print(json.dumps({k: v.get("stsb_spearman") for k, v in out["runs"].items()}))
-    print(json.dumps({k: (round(v["increase_mb"]), round(v["increase_vs_reference"], 3),
-                          round(v["peak_vs_reference"], 3)) for k, v in out["memory"]["runs"].items()}))
+    print(json.dumps({k: (v["stsb_mean"], v["stsb_sd"]) for k, v in out["runs"].items()}))
+    if out["memory"]:
+        print(json.dumps({k: (round(v["increase_mb"]), round(v["increase_vs_reference"], 3),
+                              round(v["peak_vs_reference"], 3)) for k, v in out["memory"]["runs"].items()}))
     return out
 
 

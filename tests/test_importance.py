@@ -101,3 +101,32 @@ def test_prune_to_shape_keeps_the_best_scored_structures():
     assert model.config.hidden_size == 32
     assert model.encoder.layer[0].attention.self.query.weight.shape == (32, 32)
     model(input_ids=torch.tensor([[5, 6, 7]]))
+
+
+@pytest.mark.parametrize("name, elementwise, post, with_unc", [
+    ("sensitivity_structure", torch.abs, None, True),
+    ("sensitivity_structure_ema", torch.abs, None, False),
+    ("sensitivity_structure_sq", torch.square, None, False),
+    ("taylor_structure", lambda x: x, torch.square, False),
+])
+def test_per_structure_metrics_follow_their_recurrences(name, elementwise, post, with_unc):
+    """One value per structure, from the structure's summed per-weight statistic: the FFN neuron's sum runs over its
+    input row, its bias and its output column."""
+    model = tiny_model("bert", "mlm")
+    groups = build_groups(model)
+    imp = build_importance(name)
+    imp.attach(model, groups)
+    layer = model.bert.encoder.layer[0]
+    w_in, b_in, w_out = layer.intermediate.dense.weight, layer.intermediate.dense.bias, layer.output.dense.weight
+    ema = unc = torch.zeros(w_in.shape[0])
+    for seed in range(3):
+        _backward(model, seed)
+        s = (elementwise(w_in * w_in.grad).sum(1) + elementwise(b_in * b_in.grad)
+             + elementwise(w_out * w_out.grad).sum(0))
+        s = post(s) if post else s
+        ema = 0.85 * ema + 0.15 * s
+        unc = 0.95 * unc + 0.05 * (s - ema).abs()
+        imp.step()
+    expected = ema * unc if with_unc else ema
+    assert torch.allclose(imp.scores(groups)["layer0.ffn"], expected, rtol=1e-4, atol=1e-12)
+    assert imp.scores(groups)["hidden"].shape == (64,)

@@ -221,7 +221,7 @@ class StructureSensitivityImportance(Importance):
             # Under FSDP each rank scores the slice it holds; the all-reduce below completes every sum.
             weight, grad, offset = local(p)
             sharded |= is_sharded(p)
-            sens = (weight.float() * grad.float()).abs_()
+            sens = self._elementwise(weight.float() * grad.float())
             for axis in self.masks.get(p, ()):
                 for d in range(axis.dim()):
                     axis = narrow_to(axis, d, offset[d], sens.shape[d]) if axis.shape[d] > 1 else axis
@@ -238,6 +238,15 @@ class StructureSensitivityImportance(Importance):
             for g in self.groups:  # every rank reduces the same groups in the same order
                 sums.setdefault(g.name, torch.zeros(g.size, device=device))
             all_reduce_sum([sums[g.name] for g in self.groups])
+        self._update(sums)
+
+    @staticmethod
+    def _elementwise(wg: torch.Tensor) -> torch.Tensor:
+        """What each weight adds to its structures' sums: here its sensitivity |w * grad| (in place)."""
+        return wg.abs_()
+
+    def _update(self, sums: dict[str, torch.Tensor]) -> None:
+        """Fold this step's per-structure sums into the EMAs."""
         b1, b2 = 1.0 - self.beta1, 1.0 - self.beta2
         for g in self.groups:
             if g.name not in sums:
@@ -295,6 +304,39 @@ class StructureSensitivityEMAImportance(StructureSensitivityImportance):
 
     def _score(self, name: str) -> torch.Tensor:
         return self.ema[name]
+
+
+@register
+class StructureSecondMomentImportance(StructureSensitivityEMAImportance):
+    """EMA of the structure's summed squared sensitivity, sum (w * grad)^2: one value per structure, like
+    `sensitivity_structure`, but keeping the per-weight fluctuation the summed |w * grad| averages away.
+
+    Why: the per-weight metric sums I_bar_j * U_bar_j over the structure. Where a weight's uncertainty scales with its
+    mean sensitivity (U_bar_j ~ c I_bar_j), that sum is ~ c sum I_bar_j^2, and EMA(sum I_j^2) = sum EMA(I_j^2)
+    = sum (I_bar_j^2 + variance): the mean-squared part plus a variance part, the role the uncertainty plays. It is
+    linear in per-weight statistics, so it is kept exactly per structure.
+    """
+
+    name = "sensitivity_structure_sq"
+
+    @staticmethod
+    def _elementwise(wg: torch.Tensor) -> torch.Tensor:
+        return wg.square_()
+
+
+@register
+class TaylorStructureImportance(StructureSensitivityEMAImportance):
+    """Group Taylor importance (Molchanov et al., 2019): EMA over steps of (sum over the structure of w * grad)^2,
+    the squared first-order change of the loss when the whole structure is removed. One value per structure."""
+
+    name = "taylor_structure"
+
+    @staticmethod
+    def _elementwise(wg: torch.Tensor) -> torch.Tensor:
+        return wg  # signed: the structure's sum is the first-order loss change
+
+    def _update(self, sums):
+        super()._update({k: v.square() for k, v in sums.items()})
 
 
 @register
