@@ -386,28 +386,31 @@ def write_report(results: dict, readme: Path, fig_dir: Path) -> None:
     sweep = results.get("sweep")
     if sweep:
         w("\n## Sweep: where pruning while distilling beats pruning once (issue 12)\n")
-        w("Per cell: STS-B zero-shot Spearman and, below it, the held-out distillation discrepancy (`eval_loss`, "
-          "lower is better), mean ± sd over the seeds run (n); `python benchmarks/run.py --only sweep` (narrowed "
-          "with `--sweep_levels/--sweep_steps/--sweep_seeds/--sweep_methods`).\n")
-        w("| level (params, non-embedding share) | steps | n | " + " | ".join(sweep["methods"]) +
-          " | HomoDistil - best baseline (STS-B) | beyond the spread |")
-        w("|---|---|---|" + "---|" * (len(sweep["methods"]) + 2))
-
-        def cell(run: dict | None) -> str:
-            if not run:
-                return "–"
-            text = f"{run['stsb_mean']:.4f} ± {run['stsb_sd']:.4f}"
-            if run.get("eval_loss_mean") is not None:
-                text += f"<br>{run['eval_loss_mean']:.4f} ± {run['eval_loss_sd']:.4f}"
-            return text
-
-        for key, v in sweep["verdict"].items():
-            level, steps = key.split("/")
-            info = sweep["levels"][level]
-            cells = [cell(sweep["runs"].get(f"{key}/{m}")) for m in sweep["methods"]]
-            w(f"| {level} ({info['params'] / 1e6:.2f}M, {info['non_embedding_share']:.0%}) | {steps} | {v['seeds']} | "
-              + " | ".join(cells) + f" | {v['margin']:+.4f} vs {v['best_baseline']} | "
-              f"{'yes' if v['ahead_beyond_spread'] else 'no'} |")
+        w("Per cell: mean ± sd over the seeds run (n); `python benchmarks/run.py --only sweep` (narrowed with "
+          "`--sweep_levels/--sweep_steps/--sweep_seeds/--sweep_methods`, GLUE fine-tuning with `--sweep_glue`). "
+          "The margin is HomoDistil's lead over the best baseline of the row (negative: behind).\n")
+        measures = {"stsb": "STS-B zero-shot Spearman (higher is better)",
+                    "eval_loss": "held-out distillation discrepancy, `eval_loss` (lower is better)",
+                    "sst2": "SST-2 dev accuracy after fine-tuning", "mrpc": "MRPC dev accuracy after fine-tuning"}
+        for short, title in measures.items():
+            keys = [k for k, v in sweep["verdict"].items() if short in v]
+            if not keys:
+                continue
+            w(f"\n**{title}**\n")
+            w("| level (params, non-embedding share) | steps | n | " + " | ".join(sweep["methods"]) +
+              " | margin vs best baseline | beyond the spread |")
+            w("|---|---|---|" + "---|" * (len(sweep["methods"]) + 2))
+            for key in keys:
+                v = sweep["verdict"][key][short]
+                level, steps = key.split("/")
+                info = sweep["levels"][level]
+                runs = [sweep["runs"].get(f"{key}/{m}") or {} for m in sweep["methods"]]
+                cells = [f"{r[short + '_mean']:.4f} ± {r[short + '_sd']:.4f}" if r.get(short + "_mean") is not None
+                         else "–" for r in runs]
+                n = sweep["runs"][f"{key}/homodistil"].get(f"{short}_n", sweep["verdict"][key]["seeds"])
+                w(f"| {level} ({info['params'] / 1e6:.2f}M, {info['non_embedding_share']:.0%}) | {steps} | {n} | "
+                  + " | ".join(cells) + f" | {v['margin']:+.4f} vs {v['best_baseline']} | "
+                  f"{'yes' if v['ahead_beyond_spread'] else 'no'} |")
         if "sweep" in plots:
             w(f"\n![sweep]({plots['sweep']})\n")
 

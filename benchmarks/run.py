@@ -202,7 +202,9 @@ class Bench:
         """Run `python <script>.py argv` (a subprocess, or in this process with --inprocess); wall and CPU time."""
         log_file.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        if self.args.inprocess or script == "run_glue":  # fine-tuning: run_glue.main() in-process (start-up cost)
+        # Fine-tuning runs run_glue.main() in this process (start-up cost), except when runs go in parallel (--jobs):
+        # the Trainer seeds process-wide state.
+        if self.args.inprocess or (script == "run_glue" and (self.args.jobs or 1) == 1):
             import importlib
 
             module = importlib.import_module(f"homodistil_hf.cli.{script}")
@@ -278,6 +280,30 @@ class Bench:
         a, b, gold = read_stsb(self.glue_dir / "STS-B" / "dev.tsv")
         n = self.cfg["stsb_pairs"]
         return (a[:n], b[:n], gold[:n]) if n else (a, b, gold)
+
+    def finetune(self, model: str, task: str, out: Path, label: str) -> tuple[dict, list[str]]:
+        """Fine-tune `model` on a GLUE task with the benchmark's recipe (cached by command): (record, argv)."""
+        g = self.cfg["glue"]
+        argv = ["--model_name_or_path", model, "--task_name", task, "--data_dir", str(self.glue_dir / GLUE_TASKS[task]),
+                "--max_train_samples", str(g["samples"][task]), "--do_train", "--do_eval",
+                "--output_dir", str(out), "--overwrite_output_dir", "--num_train_epochs", str(g["epochs"][task]),
+                "--learning_rate", str(g["lr"]), "--per_device_train_batch_size", str(g["batch"]),
+                "--per_device_eval_batch_size", "64", "--max_seq_length", str(g["seq"]), "--warmup_steps", "0.1",
+                "--seed", "42", "--use_cpu", "--report_to", "none", "--save_strategy", "no",
+                "--disable_tqdm", "true"]
+        if g["eval_samples"]:
+            argv += ["--max_eval_samples", str(g["eval_samples"])]
+        res = self.cached(out, argv)
+        if res is None:
+            log(f"glue {label} {task} ...")
+            timing = self.run_tool("run_glue", argv, out.parent / f"{task}.log")
+            metrics = json.loads((out / "eval_results.json").read_text())
+            res = {"argv": argv, **timing, "acc": metrics.get("eval_accuracy"), "f1": metrics.get("eval_f1")}
+            (out / "bench_record.json").write_text(json.dumps(_clean(res), indent=1))
+            for f in out.glob("*.safetensors"):  # fine-tuned weights are not needed afterwards
+                f.unlink()
+            log(f"glue {label} {task}: acc {res['acc']:.4f} ({timing['wall_s']:.0f}s)")
+        return res, argv
 
     def distill_many(self, specs: list[tuple[str, int, list[str]]]) -> dict[tuple[str, int], dict]:
         return {(name, seed): self.distill(name, seed, extra) for name, seed, extra in specs}
@@ -705,27 +731,9 @@ def part_glue(b: Bench) -> None:
         "max_seq_length": g["seq"], "eval": "full dev set" if not g["eval_samples"] else f"first {g['eval_samples']}",
         "warmup_ratio": 0.1, "seed": 42, "commands": {}}
     for (name, seed), path in models.items():
-        for task, folder in GLUE_TASKS.items():
+        for task in GLUE_TASKS:
             out = b.work / "glue" / f"{name}-s{seed}" / task
-            argv = ["--model_name_or_path", path, "--task_name", task, "--data_dir", str(b.glue_dir / folder),
-                    "--max_train_samples", str(g["samples"][task]), "--do_train", "--do_eval",
-                    "--output_dir", str(out), "--overwrite_output_dir", "--num_train_epochs", str(g["epochs"][task]),
-                    "--learning_rate", str(g["lr"]), "--per_device_train_batch_size", str(g["batch"]),
-                    "--per_device_eval_batch_size", "64", "--max_seq_length", str(g["seq"]), "--warmup_steps", "0.1",
-                    "--seed", "42", "--use_cpu", "--report_to", "none", "--save_strategy", "no",
-                    "--disable_tqdm", "true"]
-            if g["eval_samples"]:
-                argv += ["--max_eval_samples", str(g["eval_samples"])]
-            res = b.cached(out, argv)
-            if res is None:
-                log(f"glue {name} seed {seed} {task} ...")
-                timing = b.run_tool("run_glue", argv, out.parent / f"{task}.log")
-                metrics = json.loads((out / "eval_results.json").read_text())
-                res = {"argv": argv, **timing, "acc": metrics.get("eval_accuracy"), "f1": metrics.get("eval_f1")}
-                (out / "bench_record.json").write_text(json.dumps(_clean(res), indent=1))
-                for f in out.glob("*.safetensors"):  # fine-tuned weights are not needed afterwards
-                    f.unlink()
-                log(f"glue {name} seed {seed} {task}: acc {res['acc']:.4f} ({timing['wall_s']:.0f}s)")
+            res, argv = b.finetune(path, task, out, f"{name} seed {seed}")
             entry = glue.setdefault(name, {}).setdefault(seed, {})
             entry[f"{task}_acc"] = res["acc"]
             if res.get("f1") is not None:
@@ -854,6 +862,8 @@ def parse(argv=None):
     p.add_argument("--sweep_steps", default=None, help="sweep: these training lengths only (e.g. 150)")
     p.add_argument("--sweep_seeds", default=None, help="sweep: these seeds only (default 42,43,44)")
     p.add_argument("--sweep_methods", default=None, help="sweep: these methods only (default all four)")
+    p.add_argument("--sweep_glue", default="", help="sweep: also fine-tune each student on these GLUE tasks "
+                   "(e.g. sst2,mrpc; dev accuracy, the glue part's recipe)")
     p.add_argument("--jobs", type=int, default=1,
                    help="sweep: distillations at once, each with cores/jobs threads (not with --inprocess)")
     p.add_argument("--inprocess", action="store_true", default=None,

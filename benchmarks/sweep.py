@@ -79,10 +79,16 @@ def part_sweep(b) -> None:
 
     def one(job):
         key, seed, target, steps, method, flags = job
-        rec = b.distill(f"sweep-{target[0]}-{steps}-{method}", seed, flags, target=target, steps=steps)
+        name = f"sweep-{target[0]}-{steps}-{method}"
+        rec = b.distill(name, seed, flags, target=target, steps=steps)
         hist = rec.get("history") or [{}]
-        return key, seed, {"stsb_spearman": rec["stsb_spearman"], "eval_loss": hist[-1].get("eval_loss"),
-                           "params": rec["params"], "wall_s": rec.get("wall_s"), "command": rec["command"]}
+        run = {"stsb_spearman": rec["stsb_spearman"], "eval_loss": hist[-1].get("eval_loss"),
+               "params": rec["params"], "wall_s": rec.get("wall_s"), "command": rec["command"]}
+        for task in filter(None, (getattr(b.args, "sweep_glue", "") or "").split(",")):
+            res, _ = b.finetune(str(b.work / "runs" / f"{name}-s{seed}"), task,
+                                b.work / "glue" / f"{name}-s{seed}" / task, f"{name} seed {seed}")
+            run[f"{task}_acc"] = res["acc"]
+        return key, seed, run
 
     # --jobs N runs N distillations at once, each with cores/N threads (on 2 cores two 1-thread runs finish sooner
     # than two 2-thread runs in a row: these small models do not scale across threads).
@@ -90,41 +96,46 @@ def part_sweep(b) -> None:
         for key, seed, run in pool.map(one, jobs):
             entry = out["runs"].setdefault(key, {"seeds": {}})
             entry["seeds"][str(seed)] = run
-            vals = [r["stsb_spearman"] for r in entry["seeds"].values()]
-            losses = [r["eval_loss"] for r in entry["seeds"].values() if r.get("eval_loss") is not None]
-            entry.update({"stsb_mean": statistics.fmean(vals), "stsb_sd": statistics.stdev(vals) if len(vals) > 1
-                          else 0.0, "eval_loss_mean": statistics.fmean(losses) if losses else None,
-                          "eval_loss_sd": statistics.stdev(losses) if len(losses) > 1 else 0.0})
+            _summarise(entry)
             out["verdict"] = _verdict(out)
             b.results["sweep"] = out
             b.save()  # after every run: a stopped sweep keeps what it measured
 
 
+SUMMARISED = {"stsb": "stsb_spearman", "eval_loss": "eval_loss", "sst2": "sst2_acc", "mrpc": "mrpc_acc"}
+
+
+def _summarise(entry: dict) -> None:
+    """Mean and sd over the seeds of every measure the seeds have (GLUE accuracies only where fine-tuned)."""
+    for short, key in SUMMARISED.items():
+        vals = [r[key] for r in entry["seeds"].values() if r.get(key) is not None]
+        entry[f"{short}_mean"] = statistics.fmean(vals) if vals else None
+        entry[f"{short}_sd"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        entry[f"{short}_n"] = len(vals)
+
+
 def _verdict(out: dict) -> dict:
-    """Per level and length with HomoDistil and at least one baseline measured: HomoDistil's STS-B margin over the
-    best baseline, and whether it exceeds the seed spread (the larger of the two standard deviations); the same for
-    the held-out discrepancy (lower is better)."""
+    """Per level and length with HomoDistil and at least one baseline measured, per measure: HomoDistil's margin over
+    the best baseline (positive = HomoDistil better; the discrepancy is lower-is-better) and whether it exceeds the
+    seed spread (the larger of the two standard deviations). The top-level keys are STS-B's."""
     verdict = {}
-    cells = {k.rsplit("/", 1)[0] for k in out["runs"]}
-    for cell in sorted(cells):
+    for cell in sorted({k.rsplit("/", 1)[0] for k in out["runs"]}):
         rows = {m: out["runs"][f"{cell}/{m}"] for m in METHODS if f"{cell}/{m}" in out["runs"]}
-        base = [m for m in rows if m != "homodistil"]
-        if "homodistil" not in rows or not base:
+        if "homodistil" not in rows or len(rows) < 2:
             continue
-        h = rows["homodistil"]
-        best = max(base, key=lambda m: rows[m]["stsb_mean"])
-        margin = h["stsb_mean"] - rows[best]["stsb_mean"]
-        spread = max(h["stsb_sd"], rows[best]["stsb_sd"])
-        v = {"best_baseline": best, "margin": margin, "spread": spread, "seeds": len(h["seeds"]),
-             "ahead_beyond_spread": margin > spread > 0}
-        if h.get("eval_loss_mean") is not None:
-            lbest = min((m for m in base if rows[m].get("eval_loss_mean") is not None),
-                        key=lambda m: rows[m]["eval_loss_mean"], default=None)
-            if lbest:
-                lmargin = rows[lbest]["eval_loss_mean"] - h["eval_loss_mean"]
-                lspread = max(h["eval_loss_sd"], rows[lbest]["eval_loss_sd"])
-                v.update({"eval_loss_best_baseline": lbest, "eval_loss_margin": lmargin,
-                          "eval_loss_ahead_beyond_spread": lmargin > lspread > 0})
+        h = rows.pop("homodistil")
+        v: dict = {"seeds": len(h["seeds"])}
+        for short in SUMMARISED:
+            sign = -1.0 if short == "eval_loss" else 1.0
+            base = [m for m in rows if rows[m].get(f"{short}_mean") is not None]
+            if h.get(f"{short}_mean") is None or not base:
+                continue
+            best = max(base, key=lambda m: sign * rows[m][f"{short}_mean"])
+            margin = sign * (h[f"{short}_mean"] - rows[best][f"{short}_mean"])
+            spread = max(h[f"{short}_sd"], rows[best][f"{short}_sd"])
+            v[short] = {"best_baseline": best, "margin": margin, "spread": spread,
+                        "ahead_beyond_spread": margin > spread > 0}
+        v.update(v.get("stsb", {}))
         verdict[cell] = v
     return verdict
 

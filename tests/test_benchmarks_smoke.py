@@ -147,14 +147,28 @@ def test_sweep_part_runs_on_quick_settings(tmp_path, one_thread):
     results = run.main(["--quick", "--only", "sweep", "--inprocess", "--strict", "--teacher", str(teacher),
                         "--corpus", str(corpus), "--glue_dir", str(_glue(tmp_path / "glue")),
                         "--work_dir", str(tmp_path / "work"),
-                        "--results", str(out / "results.json"), "--readme", str(out / "README.md")])
+                        "--results", str(out / "results.json"), "--readme", str(out / "README.md"),
+                        "--sweep_glue", "sst2"])
     sweep = results["sweep"]
     assert set(sweep["verdict"]) == {"38%/6", "11%/6"}
+    run11 = sweep["runs"]["11%/6/homodistil"]
+    assert 0 <= run11["seeds"]["42"]["sst2_acc"] <= 1 and run11["sst2_mean"] == run11["seeds"]["42"]["sst2_acc"]
+    assert sweep["verdict"]["11%/6"]["sst2"]["best_baseline"] in sweep["methods"]
     assert all(0 < level["share"] < 1 for level in sweep["levels"].values())
     assert sweep["levels"]["11%"]["params"] < sweep["levels"]["38%"]["params"]
     assert len(sweep["runs"]) == 2 * len(sweep["methods"])
     assert (out / "figures" / "sweep.png").is_file()
-    assert "## Sweep" in (out / "README.md").read_text()
+    readme = (out / "README.md").read_text()
+    assert "## Sweep" in readme and "SST-2 dev accuracy after fine-tuning" in readme
+    # A second phase (one more seed) keeps the first phase's runs.
+    results = run.main(["--quick", "--only", "sweep", "--inprocess", "--strict", "--teacher", str(teacher),
+                        "--corpus", str(corpus), "--glue_dir", str(_glue(tmp_path / "glue")),
+                        "--work_dir", str(tmp_path / "work"), "--results", str(out / "results.json"),
+                        "--readme", str(out / "README.md"), "--sweep_levels", "11%", "--sweep_seeds", "43",
+                        "--sweep_methods", "homodistil,truncate"])
+    run11 = results["sweep"]["runs"]["11%/6/homodistil"]
+    assert set(run11["seeds"]) == {"42", "43"} and run11["stsb_n"] == 2 and run11["sst2_n"] == 1
+    assert set(results["sweep"]["runs"]["38%/6/homodistil"]["seeds"]) == {"42"}
 
 
 def test_decoder_sweep_runs_reuses_and_reports(tmp_path, monkeypatch):
