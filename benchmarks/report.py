@@ -411,6 +411,26 @@ def write_report(results: dict, readme: Path, fig_dir: Path) -> None:
                 w(f"| {level} ({info['params'] / 1e6:.2f}M, {info['non_embedding_share']:.0%}) | {steps} | {n} | "
                   + " | ".join(cells) + f" | {v['margin']:+.4f} vs {v['best_baseline']} | "
                   f"{'yes' if v['ahead_beyond_spread'] else 'no'} |")
+        ablations = [m for m in sweep.get("ablations", {}) if any(k.endswith(f"/{m}") for k in sweep["runs"])]
+        if ablations:
+            w("\n**HomoDistil recipe ablations** (STS-B zero-shot, then held-out `eval_loss`; mean ± sd (n)). "
+              "Flags of each: " + "; ".join(f"`{m}`: `{' '.join(sweep['ablations'][m])}`" for m in ablations)
+              + ".\n")
+            w("| level | steps | homodistil (default) | " + " | ".join(ablations) + " |")
+            w("|---|---|---|" + "---|" * len(ablations))
+            cells_with = sorted({k.rsplit("/", 1)[0] for k in sweep["runs"] if k.rsplit("/", 1)[1] in ablations})
+            for key in cells_with:
+                def fmt(run: dict | None) -> str:
+                    if not run:
+                        return "–"
+                    text = f"{run['stsb_mean']:.4f} ± {run['stsb_sd']:.4f} ({run.get('stsb_n', len(run['seeds']))})"
+                    if run.get("eval_loss_mean") is not None:
+                        text += f"<br>{run['eval_loss_mean']:.4f} ± {run['eval_loss_sd']:.4f}"
+                    return text
+
+                level, steps = key.split("/")
+                w(f"| {level} | {steps} | " + " | ".join(fmt(sweep["runs"].get(f"{key}/{m}"))
+                                                       for m in ["homodistil", *ablations]) + " |")
         if "sweep" in plots:
             w(f"\n![sweep]({plots['sweep']})\n")
 

@@ -25,6 +25,15 @@ METHODS = {
     "oneshot_activation": ["--pruning_schedule", "oneshot", "--prune_start", "0.1", "--importance", "activation"],
     "truncate": ["--student_init", "truncate"],
 }
+# Recipe variants of HomoDistil (issue 12: where it does not win, what changes it). Run them by naming them in
+# --sweep_methods; they are reported beside the default recipe, never in the verdict.
+ABLATIONS = {
+    "homodistil_end025": ["--prune_end", "0.25"],  # pruning over the first quarter: more steps at the final shape
+    "homodistil_end075": ["--prune_end", "0.75"],  # a slower path: smaller steps, less recovery after the last
+    "homodistil_linear": ["--pruning_schedule", "linear"],  # even steps instead of cubic's early large ones
+    "homodistil_every1": ["--prune_every", "1"],  # a pruning step every step instead of every 10
+    "homodistil_beta1_05": ["--importance_beta1", "0.5"],  # less smoothing of the sensitivity
+}
 QUICK = {"levels": {"38%": 0.38, "11%": 0.11}, "steps": (6,), "seeds": (42,)}
 
 
@@ -52,16 +61,22 @@ def grid(b) -> dict:
     full = QUICK if b.args.quick else {"levels": LEVELS, "steps": STEPS, "seeds": SEEDS}
     a = b.args
 
-    def pick(flag: str | None, default, cast=str):
+    def pick(flag: str | None, default, cast=str, all_choices=None):
         if not flag:
             return default
         chosen = [cast(x.strip()) for x in flag.split(",") if x.strip()]
-        return {k: default[k] for k in chosen} if isinstance(default, dict) else tuple(chosen)
+        if not isinstance(default, dict):
+            return tuple(chosen)
+        choices = all_choices or default
+        unknown = [k for k in chosen if k not in choices]
+        if unknown:
+            raise SystemExit(f"sweep: unknown {', '.join(unknown)}; choose from {', '.join(choices)}")
+        return {k: choices[k] for k in chosen}
 
     return {"levels": pick(getattr(a, "sweep_levels", None), full["levels"]),
             "steps": pick(getattr(a, "sweep_steps", None), full["steps"], int),
             "seeds": pick(getattr(a, "sweep_seeds", None), full["seeds"], int),
-            "methods": pick(getattr(a, "sweep_methods", None), METHODS)}
+            "methods": pick(getattr(a, "sweep_methods", None), METHODS, all_choices={**METHODS, **ABLATIONS})}
 
 
 def part_sweep(b) -> None:
@@ -69,7 +84,8 @@ def part_sweep(b) -> None:
 
     g = grid(b)
     out = b.results.get("sweep") or {}
-    out.update({"methods": METHODS, "levels": out.get("levels", {}), "runs": out.get("runs", {})})
+    out.update({"methods": METHODS, "ablations": ABLATIONS, "levels": out.get("levels", {}),
+                "runs": out.get("runs", {})})
     for level, share in g["levels"].items():
         out["levels"][level] = _level(b.teacher, share)
     # Seed outermost: a sweep stopped early has every method of every cell at the same seeds.

@@ -165,8 +165,10 @@ def test_sweep_part_runs_on_quick_settings(tmp_path, one_thread):
                         "--corpus", str(corpus), "--glue_dir", str(_glue(tmp_path / "glue")),
                         "--work_dir", str(tmp_path / "work"), "--results", str(out / "results.json"),
                         "--readme", str(out / "README.md"), "--sweep_levels", "11%", "--sweep_seeds", "43",
-                        "--sweep_methods", "homodistil,truncate"])
+                        "--sweep_methods", "homodistil,truncate,homodistil_end025"])
     run11 = results["sweep"]["runs"]["11%/6/homodistil"]
+    assert "11%/6/homodistil_end025" in results["sweep"]["runs"]
+    assert "HomoDistil recipe ablations" in (out / "README.md").read_text()
     assert set(run11["seeds"]) == {"42", "43"} and run11["stsb_n"] == 2 and run11["sst2_n"] == 1
     assert set(results["sweep"]["runs"]["38%/6/homodistil"]["seeds"]) == {"42"}
 
