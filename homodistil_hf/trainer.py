@@ -53,6 +53,7 @@ from .pruning.callback import PruningCallback
 from .pruning.importance import IMPORTANCES
 from .pruning.pruner import Pruner, check_checkpoint
 from .pruning.shape import Shape
+from .pruning.sharding import all_reduce_sum, any_sharded, full_copy, local
 from .pruning.state import PruningState
 from .pruning.targets import count_backbone_params, resolve_target
 
@@ -139,7 +140,7 @@ class HomoDistilTrainer(Trainer):
                 raise UserError(f"the student ({student_shape}) is neither the teacher's shape nor the target "
                                 f"({target}): pruning starts from a full copy of the teacher")
             physical = args.pruning_mode == "physical" or (
-                args.pruning_mode == "auto" and args.parallel_mode.value != "distributed")
+                args.pruning_mode == "auto" and args.parallel_mode.value != "distributed" and not args.fsdp)
             importance = IMPORTANCES[args.importance].from_config(args)
             self.pruner = Pruner(model, target, importance, physical=physical)
             self.correspondence = self.pruner
@@ -149,6 +150,7 @@ class HomoDistilTrainer(Trainer):
             callbacks.append(PruningCallback(self.pruner))
         super().__init__(model=model, args=args, callbacks=callbacks, **kwargs)
 
+        self._check_accelerate_state(args)
         self.teacher = self._prepare_teacher(teacher)
         self.target = target
         self._setup_maps(model, teacher)
@@ -168,21 +170,41 @@ class HomoDistilTrainer(Trainer):
     # --- setup ------------------------------------------------------------------------------------------------------
     @staticmethod
     def _check_distributed_support(args: TrainingArguments) -> None:
-        if args.fsdp and (args.use_cpu or not torch.cuda.is_available()):
+        """Up-front refusals (the CLI calls this before loading any weights)."""
+        if args.fsdp and (args.use_cpu or not torch.cuda.is_available()) and not accelerate_fsdp_on_cpu():
             # accelerate turns FSDP on only for accelerators: on CPU the Trainer would quietly wrap the model in DDP.
             raise UserError("--fsdp on CPU: accelerate enables FSDP only on GPUs, so this run would get DDP instead; "
                             "drop --fsdp (several CPU processes run DDP) or run on GPUs")
         if args.has_targets and args.deepspeed:
-            raise UserError("pruning under DeepSpeed is not supported (ZeRO shards parameters and gradients); run "
-                            "pruning with DDP (torchrun / accelerate launch without --deepspeed); for sharded models "
-                            "the pruning pieces are FSDP2-ready (homodistil_hf.pruning.sharding), see README")
+            raise UserError("pruning under DeepSpeed is not supported (ZeRO shards parameters and gradients); for "
+                            "sharded training prune under FSDP2 instead (--fsdp with fsdp_config version 2, the "
+                            "default, and --importance sensitivity_structure), or use DDP (no --deepspeed), see "
+                            "README 'Multi-GPU'")
         if args.has_targets and args.fsdp:
-            raise UserError("pruning through the Trainer under --fsdp is not supported yet; run pruning with DDP "
-                            "(torchrun / accelerate launch without --fsdp), see README 'Multi-GPU'")
+            _check_sharded_pruning(args, (getattr(args, "fsdp_plugin_args", None) or {}).get("fsdp_version", 2))
+
+    def _check_accelerate_state(self, args: HomoDistilConfig) -> None:
+        """What accelerate turned on, which can differ from the flags: `--fsdp` that did not become FSDP (it would be
+        DDP), or FSDP from `accelerate launch --use_fsdp` without `--fsdp` (the pruning checks apply then too)."""
+        plugin = getattr(self.accelerator.state, "fsdp_plugin", None) if self.is_fsdp_enabled else None
+        if args.fsdp and plugin is None:
+            raise UserError("--fsdp was given but accelerate did not enable FSDP (it does so only on GPUs), so this "
+                            "run would get DDP instead; drop --fsdp or run on GPUs")
+        if plugin is not None and self.pruner is not None:
+            _check_sharded_pruning(args, getattr(plugin, "fsdp_version", 1), physical=self.pruner.physical)
+        if plugin is not None and getattr(plugin, "fsdp_version", 1) == 2:
+            shared = fsdp2_shared_output_param(self.model)
+            if shared is not None:
+                raise UserError(f"{type(self.model).__name__} cannot be sharded by accelerate's FSDP2: its output "
+                                f"embedding shares a parameter with {shared} (e.g. BERT's masked-LM head ties "
+                                "decoder.bias to predictions.bias), and accelerate shards the output embedding in a "
+                                "group of its own, which torch refuses; run it with DDP (drop --fsdp), or distil a "
+                                "model without that tie")
 
     def _prepare_teacher(self, teacher: PreTrainedModel) -> nn.Module:
         """Frozen, eval mode, on the training device, in `--teacher_dtype` (auto: the training dtype); placed by
-        accelerate for evaluation (no DDP wrapper: it never gets gradients)."""
+        accelerate for evaluation (no DDP wrapper: it never gets gradients). Under FSDP the teacher is not sharded
+        either: every rank holds a full, frozen copy (`evaluation_mode` skips the FSDP wrapping)."""
         teacher.eval()
         teacher.requires_grad_(False)
         dtype = torch.bfloat16 if self.args.bf16 else (torch.float16 if self.args.fp16 else None)
@@ -247,6 +269,9 @@ class HomoDistilTrainer(Trainer):
     # --- loss -------------------------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         args = self.args
+        if self.is_fsdp_enabled and self.__dict__.get("_captured_class") is not type(model):
+            _keep_output_capture(model)
+            self._captured_class = type(model)  # once sharded (the class is FSDP<Class> from then on)
         need_hidden = args.alpha_hidden > 0
         need_attn = args.alpha_attn > 0
         flags = {"output_hidden_states": True} if need_hidden else {}
@@ -442,13 +467,18 @@ class HomoDistilTrainer(Trainer):
     # --- checkpoints, resume, export --------------------------------------------------------------------------------
     def _check_finite_weights(self, what: str) -> None:
         """An update that overflowed leaves NaN / inf weights even when its step's loss was finite: refuse to save
-        them (the previous checkpoint stays the last one)."""
+        them (the previous checkpoint stays the last one). Sharded (FSDP2) weights: each rank checks its shard and
+        one all-reduce tells every rank (so all of them refuse alike)."""
         model = self.accelerator.unwrap_model(self.model)
-        bad = next((name for name, p in model.named_parameters() if not torch.isfinite(p.detach()).all()), None)
-        if bad is not None:
-            raise NonFiniteLossError(f"the weights became non-finite at step {self.state.global_step} ({bad}); the "
-                                     f"{what} was not written; lower --learning_rate (or set --max_grad_norm), then "
-                                     "resume from the last checkpoint")
+        named = list(model.named_parameters())
+        bad = torch.tensor([float(not torch.isfinite(local(p)[0]).all()) for _, p in named])
+        if any_sharded(model):
+            all_reduce_sum([bad])
+        first = int(bad.nonzero()[0]) if bad.any() else None
+        if first is not None:
+            raise NonFiniteLossError(f"the weights became non-finite at step {self.state.global_step} "
+                                     f"({named[first][0]}); the {what} was not written; lower --learning_rate (or "
+                                     "set --max_grad_norm), then resume from the last checkpoint")
 
     def _save_checkpoint(self, model, trial):
         self._check_finite_weights("checkpoint")
@@ -476,11 +506,14 @@ class HomoDistilTrainer(Trainer):
             if self._saving_checkpoint and self.pruner is not None and self.args.should_save:
                 self.pruner.save(output_dir)
             return
-        if self.args.should_save:
+        if self.args.should_save or any_sharded(self.accelerator.unwrap_model(self.model)):
             self.export(output_dir)
 
-    def export(self, output_dir: str | os.PathLike) -> nn.Module:
-        """Write the compact student (stock config, safetensors, tokenizer, model card) to `output_dir`."""
+    def export(self, output_dir: str | os.PathLike) -> nn.Module | None:
+        """Write the compact student (stock config, safetensors, tokenizer, model card) to `output_dir`.
+
+        A sharded (FSDP2) student is gathered first: every rank must call this (the gathers are collective), and only
+        the process that saves (`should_save`, rank 0) writes; the others return None."""
         model = self.accelerator.unwrap_model(self.model)
         if self.pruner is not None:
             if not self.pruner.done:
@@ -492,6 +525,11 @@ class HomoDistilTrainer(Trainer):
             state, physical = self.pruner.state, self.pruner.physical
         else:
             state, physical = self.correspondence.state, True
+        if any_sharded(model):
+            # Collective: every rank takes part in the gathers; only the process that writes keeps the full copy.
+            model = full_copy(model, keep=self.args.should_save)
+            if model is None:
+                return None
         return export_model(model, output_dir, state, physical, tokenizer=self.processing_class,
                             info=self._export_info())
 
@@ -534,7 +572,8 @@ class HomoDistilTrainer(Trainer):
 
     def push_to_hub(self, *args, **kwargs):
         """Export the compact model to `output_dir`, then upload it (Trainer.push_to_hub saves checkpoints only)."""
-        if self.correspondence is not None and self.args.should_save:
+        if self.correspondence is not None and (
+                self.args.should_save or any_sharded(self.accelerator.unwrap_model(self.model))):
             self.export(self.args.output_dir)
         self._saving_checkpoint = True  # the Trainer's own save inside push_to_hub must not overwrite the export
         try:
@@ -570,6 +609,7 @@ class HomoDistilTrainer(Trainer):
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         if self.pruner is not None:
             check_checkpoint(resume_from_checkpoint)
+            self.pruner.rebind()  # under FSDP2 this runs after the student was sharded
             self.pruner.load(resume_from_checkpoint)
         super()._load_from_checkpoint(resume_from_checkpoint, model)
 
@@ -585,6 +625,72 @@ class _TermInputs:
     training: bool
     use_labels: bool
     causal_labels: bool
+
+
+def accelerate_fsdp_on_cpu() -> bool:
+    """Whether accelerate turns FSDP on for CPU processes. It does not: the FSDP branch of `AcceleratorState`
+    runs only for accelerator distributed types, so `--fsdp` with `--use_cpu` would quietly be DDP, and it is
+    refused. (The FSDP2 Trainer test patches accelerate inside its worker processes to take that branch on CPU, and
+    this function with it; nothing else does.)"""
+    return False
+
+
+def fsdp2_shared_output_param(model: nn.Module) -> str | None:
+    """The name of a parameter that the output embedding shares with a module other than itself and the input
+    embedding, or None. accelerate's FSDP2 preparation (`fsdp2_prepare_model`) shards the final norm and the
+    embeddings as one group and every other module's own parameters elsewhere, so such a parameter would be in two
+    groups, which `fully_shard` refuses (torch >= 2.13) at the first forward."""
+    get_out = getattr(model, "get_output_embeddings", None)
+    out = get_out() if get_out is not None else None
+    if out is None:
+        return None
+    own = {id(out), id(model.get_input_embeddings())}
+    params = {id(p) for p in out.parameters()}
+    for name, module in model.named_modules():
+        if id(module) not in own:
+            for key, p in module.named_parameters(recurse=False):
+                if id(p) in params:
+                    return f"{name}.{key}" if name else key
+    return None
+
+
+def sharded_importances() -> list[str]:
+    """The `--importance` metrics that work from sharded (FSDP2) parameters: per-structure sums reduced across
+    ranks, activations (every rank computes full activations), random. Per-weight metrics (`sensitivity`,
+    `magnitude`) would need full weights and gradients on every rank."""
+    from .pruning.importance import ActivationImportance, RandomImportance, StructureSensitivityImportance
+
+    return [name for name, cls in IMPORTANCES.items()
+            if issubclass(cls, StructureSensitivityImportance | ActivationImportance | RandomImportance)]
+
+
+def _check_sharded_pruning(args: HomoDistilConfig, fsdp_version: int, physical: bool | None = None) -> None:
+    """Pruning under FSDP: FSDP2 only, in masks mode, with an importance metric that works from shards."""
+    if int(fsdp_version) != 2:
+        raise UserError(f"pruning under FSDP needs FSDP2, got FSDP version {fsdp_version}; set \"version\": 2 in "
+                        "--fsdp_config (2 is the default)")
+    if args.pruning_mode == "physical" or physical:
+        raise UserError("--pruning_mode physical cannot run under FSDP (sharded weights cannot be re-shaped); use "
+                        "--pruning_mode masks or auto")
+    if args.importance not in sharded_importances():
+        raise UserError(f"--importance {args.importance} keeps per-weight statistics, which sharded (FSDP) "
+                        "parameters do not hold whole on any rank; use --importance sensitivity_structure (the same "
+                        f"statistics per structure), or one of {', '.join(sharded_importances())}")
+
+
+def _keep_output_capture(model: nn.Module) -> None:
+    """transformers records hidden states and attentions through hooks chosen by `_can_record_outputs`, which it
+    looks up by the model's class name; FSDP2's `fully_shard` swaps a sharded module's class for `FSDP<Class>`, so a
+    model that records its own outputs and is the FSDP root (a headless `BertModel`) would return none. Register the
+    swapped classes under their original outputs (once per class; a no-op without sharding)."""
+    try:
+        from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY
+    except ImportError:  # pragma: no cover - other transformers versions
+        return
+    for module in model.modules():
+        if (isinstance(module, PreTrainedModel) and type(module).__name__.startswith("FSDP")
+                and getattr(module, "_can_record_outputs", None) and not _CAN_RECORD_REGISTRY.get(module)):
+            _CAN_RECORD_REGISTRY[module] = module._can_record_outputs
 
 
 def _disable_attention_dropout(model: nn.Module) -> None:

@@ -1,9 +1,12 @@
 """`PruningCallback`: runs the pruning loop inside the Trainer.
 
 Events used:
-- `on_train_begin`: fix the schedule from the run's length; let the optimizer state follow physical slices.
+- `on_train_begin`: fix the schedule from the run's length; let the optimizer state follow physical slices; bind
+  to the student's parameters as the Trainer prepared them (FSDP2 replaces them with sharded DTensors).
 - `on_pre_optimizer_step`: gradients of the step are complete (and synchronised under DDP); update importance, and
-  on pruning steps prune *before* the update, so the step's update already applies to the smaller student.
+  on pruning steps prune *before* the update, so the step's update already applies to the smaller student. Under
+  FSDP2 each rank scores the shard it holds and per-structure sums are all-reduced (see `sharding.py`), so every
+  rank computes the same scores; rank 0's decision is broadcast in any case.
 
 Checkpointing and resuming are done by `HomoDistilTrainer` (the state must be restored before weights load).
 """
@@ -29,6 +32,8 @@ class PruningCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
         pruner = self.pruner
+        # Under FSDP2 the Trainer has just sharded the student: its parameters are new (DTensor) objects.
+        pruner.rebind()
         start, end = resolve_step(args.prune_start, state.max_steps), resolve_step(args.prune_end, state.max_steps)
         end = max(end, start)
         pruner.schedule = WidthSchedule(pruner.initial, pruner.target, start, end, args.prune_every,

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..arch import get_adapter
 from .modules import in_features, norm_over, out_features
+from .sharding import is_sharded
 from .state import PruningState
 
 
@@ -99,6 +100,21 @@ def _masked_norm_hook(kept: torch.Tensor):
     def hook(norm: nn.Module, args, output):
         x = args[0]
         idx = kept.to(x.device)
-        return torch.zeros_like(output).index_copy(-1, idx, norm_over(norm, x, idx).to(output.dtype))
+        return torch.zeros_like(output).index_copy(-1, idx, norm_over(_plain(norm), x, idx).to(output.dtype))
 
     return hook
+
+
+def _plain(norm: nn.Module) -> nn.Module:
+    """`norm` as `norm_over` can use it when FSDP2 wrapped it as a module of its own (accelerate puts the final norm
+    in a group of its own): `fully_shard` swaps the class for `FSDP<Class>`, whose `__new__` re-runs `__init__`, so
+    the shallow copy `norm_over` makes would fail. A view of the original class over the same state is used instead,
+    with full parameters (a resharded DTensor parameter is gathered; every rank runs the same forward)."""
+    cls = type(norm)
+    if not cls.__name__.startswith("FSDP"):
+        return norm
+    orig = next(c for c in cls.__mro__ if not c.__name__.startswith("FSDP"))
+    view = orig.__new__(orig)
+    view.__dict__.update(norm.__dict__)
+    view.__dict__["_parameters"] = {k: v.full_tensor() if is_sharded(v) else v for k, v in norm._parameters.items()}
+    return view

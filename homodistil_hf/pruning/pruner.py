@@ -168,6 +168,21 @@ class Pruner:
             coords[g.name] = (kept, self.teacher_sizes[g.name])
         return coords
 
+    def rebind(self) -> bool:
+        """Rebuild the structure groups when the model's parameters were replaced since they were built: FSDP2's
+        `fully_shard` (run by accelerate when the Trainer prepares the model) swaps every parameter for a DTensor
+        one, in the same modules. Masks (forward hooks on modules) stay; per-structure statistics are keyed by group
+        name and stay; statistics keyed by parameter (`sensitivity`) would not, so those metrics are refused under
+        FSDP up front. Returns whether anything was rebuilt."""
+        current = {id(p) for p in self.model.parameters()}
+        if all(id(p) in current for p in prunable_parameters(self.groups)):
+            return False
+        self.groups = build_groups(self.model)
+        self.importance.attach(self.model, self.groups, self._coords() if self.physical else None)
+        if not self.physical:
+            self.importance.set_masks(self._axis_masks())
+        return True
+
     def restore(self, state: PruningState) -> None:
         """Bring a fresh copy of the teacher to a saved state (resume)."""
         if not self.state.equals(PruningState.full(self.initial, self.num_layers)):

@@ -56,14 +56,20 @@ def all_reduce_sum(tensors: list[torch.Tensor]) -> None:
         t.copy_(part.view_as(t))
 
 
-def full_copy(model: nn.Module) -> nn.Module:
+def full_copy(model: nn.Module, keep: bool = True) -> nn.Module | None:
     """A plain (unsharded) copy of a model whose parameters may be DTensors: every rank must call it (the
-    gathers are collective); every rank gets the copy, on the CPU."""
+    gathers are collective); the ranks that `keep` it get the copy, on the CPU, the others None (they hold one
+    gathered tensor at a time, never the full model)."""
     if not any_sharded(model):
-        return copy.deepcopy(model)
+        return copy.deepcopy(model) if keep else None
     state = {}
     for name, tensor in model.state_dict().items():
-        state[name] = (tensor.full_tensor() if is_sharded(tensor) else tensor).detach().cpu()
+        full = tensor.full_tensor() if is_sharded(tensor) else tensor
+        if keep:
+            state[name] = full.detach().cpu()
+        del full
+    if not keep:
+        return None
     # fully_shard swaps the class for a subclass (FSDP<Name>): build the model's own class, for real on the CPU (a
     # meta build would leave non-persistent buffers such as rotary frequencies empty).
     cls = next(c for c in type(model).__mro__ if not c.__name__.startswith("FSDP"))
