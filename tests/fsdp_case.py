@@ -38,7 +38,9 @@ def train(family: str, model, rank: int = 0, world: int = 1) -> tuple[object, li
     from homodistil_hf.pruning.importance import StructureSensitivityImportance
     from homodistil_hf.pruning.pruner import Pruner
 
-    pruner = Pruner(model, TARGET[family], StructureSensitivityImportance(), physical=False)
+    importance = StructureSensitivityImportance()
+    importance.chunk_elements = 50  # several row blocks per shard: block offsets inside a shard are exercised
+    pruner = Pruner(model, TARGET[family], importance, physical=False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     decisions = []
     for step, ids in enumerate(batches(family)):

@@ -109,12 +109,15 @@ def test_prune_to_shape_keeps_the_best_scored_structures():
     ("sensitivity_structure_sq", torch.square, None, False),
     ("taylor_structure", lambda x: x, torch.square, False),
 ])
-def test_per_structure_metrics_follow_their_recurrences(name, elementwise, post, with_unc):
+@pytest.mark.parametrize("chunk", [None, 7])
+def test_per_structure_metrics_follow_their_recurrences(name, elementwise, post, with_unc, chunk):
     """One value per structure, from the structure's summed per-weight statistic: the FFN neuron's sum runs over its
-    input row, its bias and its output column."""
+    input row, its bias and its output column. `chunk`: the per-weight values formed a few rows at a time."""
     model = tiny_model("bert", "mlm")
     groups = build_groups(model)
     imp = build_importance(name)
+    if chunk:
+        imp.chunk_elements = chunk  # 7 elements: one row of a 2-D weight per block, 7 entries of a bias
     imp.attach(model, groups)
     layer = model.bert.encoder.layer[0]
     w_in, b_in, w_out = layer.intermediate.dense.weight, layer.intermediate.dense.bias, layer.output.dense.weight
@@ -130,3 +133,28 @@ def test_per_structure_metrics_follow_their_recurrences(name, elementwise, post,
     expected = ema * unc if with_unc else ema
     assert torch.allclose(imp.scores(groups)["layer0.ffn"], expected, rtol=1e-4, atol=1e-12)
     assert imp.scores(groups)["hidden"].shape == (64,)
+
+
+def test_per_structure_masks_drop_pruned_weights_in_every_block():
+    """Masks mode: a weight whose structure is masked adds nothing, however the rows are blocked."""
+    model = tiny_model("bert", "mlm")
+    groups = build_groups(model)
+    dense = model.bert.encoder.layer[0].intermediate.dense
+    axis = torch.ones(dense.weight.shape[0], 1)
+    axis[::3] = 0  # every third FFN neuron masked in its input weight
+    scores = {}
+    for chunk in (1 << 18, 5):
+        imp = build_importance("sensitivity_structure_ema")
+        imp.chunk_elements = chunk
+        imp.attach(model, groups)
+        imp.set_masks({dense.weight: [axis]})
+        _backward(model, 0)
+        imp.step()
+        scores[chunk] = imp.scores(groups)
+    assert torch.allclose(scores[5]["layer0.ffn"], scores[1 << 18]["layer0.ffn"], rtol=1e-5)
+    assert torch.allclose(scores[5]["hidden"], scores[1 << 18]["hidden"], rtol=1e-5)
+    out = model.bert.encoder.layer[0].output.dense.weight
+    b = dense.bias
+    expected = 0.15 * ((dense.weight * dense.weight.grad).abs() * axis).sum(1) + 0.15 * (b * b.grad).abs() \
+        + 0.15 * (out * out.grad).abs().sum(0)
+    assert torch.allclose(scores[5]["layer0.ffn"], expected, rtol=1e-4)
