@@ -4,6 +4,8 @@ variant without its uncertainty factor), STS-B zero-shot of the students, and th
 
     python benchmarks/structure_importance.py            # writes benchmarks/structure_importance.json
     python benchmarks/structure_importance.py --seeds 42,43,44 --skip_memory   # quality over three seeds
+    python benchmarks/structure_importance.py --seeds 42,43,44 --skip_memory \
+        --labels "sensitivity (default);group Taylor per structure"             # only these rows
 
 Uses the benchmark's recipe (`benchmarks/run.py`: MiniLM teacher, brown.txt first 6000 lines, 192/6/768, 150 steps,
 seed 42) and its run records, so the numbers compare with the importance ablation of `results.json`.
@@ -29,13 +31,21 @@ def main(argv: list[str] | None = None) -> dict:
     argv = list(argv or [])
     skip_memory = "--skip_memory" in argv
     argv = [a for a in argv if a != "--skip_memory"]
+    labels = LABELS
+    if "--labels" in argv:  # e.g. --labels "sensitivity (default);group Taylor per structure"
+        i = argv.index("--labels")
+        labels = tuple(argv[i + 1].split(";"))
+        unknown = set(labels) - set(LABELS)
+        if unknown:
+            raise SystemExit(f"--labels: unknown {sorted(unknown)}; choose from {'; '.join(LABELS)}")
+        argv = argv[:i] + argv[i + 2:]
     args = run.parse(["--only", "importance", "--seeds", "42", *argv])
     bench = run.Bench(args)
     path = Path(args.work_dir).resolve().parent / "structure_importance.json" if args.quick else \
         HERE / "structure_importance.json"
     old = json.loads(path.read_text()) if path.is_file() else {}
-    out: dict = {"seeds": bench.cfg["seeds"], "runs": {}, "memory": old.get("memory")}
-    for label in LABELS:
+    out: dict = {"seeds": bench.cfg["seeds"], "runs": old.get("runs", {}), "memory": old.get("memory")}
+    for label in labels:
         name, extra = run.IMPORTANCES[label]
         recs = {seed: bench.distill(name, seed, extra) for seed in bench.cfg["seeds"]}
         vals = [r["stsb_spearman"] for r in recs.values()]
