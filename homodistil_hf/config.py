@@ -162,9 +162,12 @@ class HomoDistilConfig(TrainingArguments):
     importance: str = field(
         default="sensitivity",
         metadata={"help": "Importance metric: 'sensitivity' (|w*grad| smoothed by an EMA times an uncertainty EMA, "
-                  "PLATON style, per weight, summed per structure; the paper's), 'sensitivity_structure' (the same "
-                  "statistics kept per structure: no per-weight buffers, for large models), 'magnitude' (|w|), "
-                  "'activation' (mean |activation|), 'random'.",
+                  "PLATON style, per weight, summed per structure; the paper's), 'taylor_structure' (EMA of the "
+                  "squared summed w*grad of each structure, Molchanov et al.: one number per structure, no per-weight "
+                  "buffers; as good as 'sensitivity' on the benchmark; for large models and FSDP), "
+                  "'sensitivity_structure' / 'sensitivity_structure_ema' / 'sensitivity_structure_sq' (PLATON-like "
+                  "statistics per structure; ablations), 'magnitude' (|w|), 'activation' (mean |activation|), "
+                  "'random'.",
                   "choices": list(IMPORTANCES)},  # (the registry at import; __post_init__ reads it live)
     )
     importance_beta1: float = field(

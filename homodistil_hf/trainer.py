@@ -178,7 +178,7 @@ class HomoDistilTrainer(Trainer):
         if args.has_targets and args.deepspeed:
             raise UserError("pruning under DeepSpeed is not supported (ZeRO shards parameters and gradients); for "
                             "sharded training prune under FSDP2 instead (--fsdp with fsdp_config version 2, the "
-                            "default, and --importance sensitivity_structure), or use DDP (no --deepspeed), see "
+                            "default, and --importance taylor_structure), or use DDP (no --deepspeed), see "
                             "README 'Multi-GPU'")
         if args.has_targets and args.fsdp:
             _check_sharded_pruning(args, (getattr(args, "fsdp_plugin_args", None) or {}).get("fsdp_version", 2))
@@ -674,8 +674,9 @@ def _check_sharded_pruning(args: HomoDistilConfig, fsdp_version: int, physical: 
                         "--pruning_mode masks or auto")
     if args.importance not in sharded_importances():
         raise UserError(f"--importance {args.importance} keeps per-weight statistics, which sharded (FSDP) "
-                        "parameters do not hold whole on any rank; use --importance sensitivity_structure (the same "
-                        f"statistics per structure), or one of {', '.join(sharded_importances())}")
+                        "parameters do not hold whole on any rank; use --importance taylor_structure (one number "
+                        "per structure, as good as the per-weight metric on the benchmark), or one of "
+                        f"{', '.join(sharded_importances())}")
 
 
 def _keep_output_capture(model: nn.Module) -> None:

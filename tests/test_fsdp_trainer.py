@@ -146,8 +146,8 @@ def _flags(**kw):
 
 
 @pytest.mark.parametrize(("flags", "expect"), [
-    (dict(importance="sensitivity"), ["--importance sensitivity", "per-weight", "sensitivity_structure"]),
-    (dict(importance="magnitude"), ["--importance magnitude", "sensitivity_structure"]),
+    (dict(importance="sensitivity"), ["--importance sensitivity", "per-weight", "taylor_structure"]),
+    (dict(importance="magnitude"), ["--importance magnitude", "taylor_structure"]),
     (dict(pruning_mode="physical"), ["--pruning_mode physical", "FSDP", "masks"]),
     (dict(fsdp_plugin_args={"fsdp_version": 1}), ["FSDP2", "version 1"]),
 ])
@@ -159,7 +159,7 @@ def test_fsdp_pruning_refusals(fsdp_reaches_cpu, flags, expect):
 
 
 def test_fsdp_pruning_accepted_with_structure_importance(fsdp_reaches_cpu):
-    for importance in ("sensitivity_structure", "activation", "random"):
+    for importance in ("sensitivity_structure", "taylor_structure", "activation", "random"):
         HomoDistilTrainer._check_distributed_support(_flags(importance=importance))
 
 
