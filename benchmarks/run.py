@@ -564,6 +564,11 @@ def part_memory(b: Bench) -> None:
         "trainer_pruning_structure_masks": [probe, "distill", *b.distill_argv(
             work / "structure_masks", 42, ["--importance", "sensitivity_structure", "--pruning_mode", "masks"], False,
             True, n)],
+        "trainer_pruning_taylor_physical": [probe, "distill", *b.distill_argv(
+            work / "taylor_physical", 42, ["--importance", "taylor_structure"], False, True, n)],
+        "trainer_pruning_taylor_masks": [probe, "distill", *b.distill_argv(
+            work / "taylor_masks", 42, ["--importance", "taylor_structure", "--pruning_mode", "masks"], False, True,
+            n)],
     }
     out = {"steps": n, "definition": "RSS of a fresh process sampled every 2 ms: increase_mb = peak while training "
            "- RSS just before the first step (models, data and optimizer object already built)", "runs": {}}

@@ -103,7 +103,8 @@ def test_benchmark_pipeline_writes_results(tmp_path, monkeypatch, one_thread):
     assert data["inference"]["speedup_flops"] > 1 and data["inference"]["efficiency"] > 0
     assert set(data["memory"]["runs"]) == {"reference", "trainer_equal_shape", "trainer_pruning_physical",
                                            "trainer_pruning_masks", "trainer_pruning_structure_physical",
-                                           "trainer_pruning_structure_masks"}
+                                           "trainer_pruning_structure_masks", "trainer_pruning_taylor_physical",
+                                           "trainer_pruning_taylor_masks"}
     phys = data["physical_vs_masks"]
     assert phys["train_time_ratio"] > 0 and phys["runs"]["physical"]["params"] == phys["runs"]["masks"]["params"]
     assert set(data["discrepancy"]) == set(run.VARIANTS)
