@@ -33,6 +33,7 @@ ABLATIONS = {
     "homodistil_linear": ["--pruning_schedule", "linear"],  # even steps instead of cubic's early large ones
     "homodistil_every1": ["--prune_every", "1"],  # a pruning step every step instead of every 10
     "homodistil_beta1_05": ["--importance_beta1", "0.5"],  # less smoothing of the sensitivity
+    "homodistil_taylor": ["--importance", "taylor_structure"],  # one number per structure (issue 13's memory)
 }
 QUICK = {"levels": {"38%": 0.38, "11%": 0.11}, "steps": (6,), "seeds": (42,)}
 
