@@ -158,7 +158,9 @@ def write_report(results: dict, readme: Path, fig_dir: Path) -> None:
       f"target {meta.get('target', {})}.")
     w(_HOW_TO_RUN)
     w("Beside this file: the decoder benchmark ([`decoder.md`](decoder.md), `python benchmarks/decoder.py`: "
-      "SmolLM2-135M pruned while distilled vs one-shot and truncation), the per-structure vs per-weight importance "
+      "SmolLM2-135M pruned while distilled vs one-shot and truncation), the decoder sweep ([`decoder_sweep.md`]"
+      "(decoder_sweep.md), `python benchmarks/decoder_sweep.py`: two sizes, several seeds), the per-structure vs "
+      "per-weight importance "
       "comparison ([`structure_importance.json`](structure_importance.json), `python benchmarks/structure_importance"
       ".py`), the GPU check (`bash benchmarks/gpu_check.sh`) and issue 12's sweep (`python benchmarks/run.py --only "
       "sweep`).\n")
