@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from benchmarks import decoder  # noqa: E402
+from benchmarks.sweep import lead, mean_sd  # noqa: E402
 
 # hidden, heads, key/value heads, FFN. 50%: the must-show shape of issue 11 (66.1M of 134.5M). 25%: 270 hidden,
 # 3 heads in 1 group (head_dim 64 kept: rotary), FFN 720: 34.9M (26%), most of it the tied 49,152 x 270 embedding.
@@ -76,22 +76,19 @@ def summarise(out: dict) -> None:
     """Mean and sd per cell; per level, HomoDistil's perplexity margin over the best baseline and the spread."""
     for cell in out["cells"].values():
         for key in ("heldout_ppl", "kl_to_teacher"):
-            vals = [r[key] for r in cell["seeds"].values()]
-            cell[f"{key}_mean"] = statistics.fmean(vals)
-            cell[f"{key}_sd"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            cell[f"{key}_mean"], cell[f"{key}_sd"] = mean_sd([r[key] for r in cell["seeds"].values()])
     out["verdict"] = {}
     for level in out["levels"]:
         rows = {v: out["cells"][f"{level}/{v}"] for v in VARIANTS if f"{level}/{v}" in out["cells"]}
-        base = [v for v in rows if v != "homodistil"]
-        if "homodistil" not in rows or not base:
+        h = rows.pop("homodistil", None)
+        if h is None or not rows:
             continue
-        h = rows["homodistil"]
-        best = min(base, key=lambda v: rows[v]["heldout_ppl_mean"])
-        margin = rows[best]["heldout_ppl_mean"] - h["heldout_ppl_mean"]
-        spread = max(h["heldout_ppl_sd"], rows[best]["heldout_ppl_sd"])
-        out["verdict"][level] = {"best_baseline": best, "ppl_margin": margin, "spread": spread,
-                                 "homodistil_seeds": len(h["seeds"]), "baseline_seeds": len(rows[best]["seeds"]),
-                                 "ahead_beyond_spread": margin > spread > 0}
+        v = lead((h["heldout_ppl_mean"], h["heldout_ppl_sd"]),
+                 {m: (r["heldout_ppl_mean"], r["heldout_ppl_sd"]) for m, r in rows.items()}, lower_is_better=True)
+        out["verdict"][level] = {
+            "best_baseline": v["best_baseline"], "ppl_margin": v["margin"], "spread": v["spread"],
+            "homodistil_seeds": len(h["seeds"]), "baseline_seeds": len(rows[v["best_baseline"]]["seeds"]),
+            "ahead_beyond_spread": v["ahead_beyond_spread"]}
 
 
 def write_report(out: dict, md: Path, png: Path) -> None:

@@ -204,7 +204,7 @@ class Bench:
         start = time.perf_counter()
         # Fine-tuning runs run_glue.main() in this process (start-up cost), except when runs go in parallel (--jobs):
         # the Trainer seeds process-wide state.
-        if self.args.inprocess or (script == "run_glue" and (self.args.jobs or 1) == 1):
+        if self.args.inprocess or (script == "run_glue" and self.args.jobs == 1):
             import importlib
 
             module = importlib.import_module(f"homodistil_hf.cli.{script}")
@@ -216,7 +216,7 @@ class Bench:
         with open(log_file, "w") as f:
             path = ROOT / (DISTILL if script == "run_distill" else f"{script}.py")
             env = dict(os.environ)
-            if (self.args.jobs or 1) > 1:  # parallel runs share the cores
+            if self.args.jobs > 1:  # parallel runs share the cores
                 env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.args.jobs))
             proc = subprocess.Popen([sys.executable, str(path), *argv], stdout=f,
                                     stderr=subprocess.STDOUT, cwd=ROOT, env=env)

@@ -13,6 +13,7 @@ seed 42) and its run records, so the numbers compare with the importance ablatio
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -28,17 +29,14 @@ LABELS = ("sensitivity (default)", "sensitivity per structure", "sensitivity per
 
 
 def main(argv: list[str] | None = None) -> dict:
-    argv = list(argv or [])
-    skip_memory = "--skip_memory" in argv
-    argv = [a for a in argv if a != "--skip_memory"]
-    labels = LABELS
-    if "--labels" in argv:  # e.g. --labels "sensitivity (default);group Taylor per structure"
-        i = argv.index("--labels")
-        labels = tuple(argv[i + 1].split(";"))
-        unknown = set(labels) - set(LABELS)
-        if unknown:
-            raise SystemExit(f"--labels: unknown {sorted(unknown)}; choose from {'; '.join(LABELS)}")
-        argv = argv[:i] + argv[i + 2:]
+    own = argparse.ArgumentParser(add_help=False)
+    own.add_argument("--skip_memory", action="store_true", help="quality only (no memory probes)")
+    own.add_argument("--labels", default=";".join(LABELS), help="rows to run, ';'-separated")
+    mine, argv = own.parse_known_args(argv)  # the rest goes to benchmarks/run.py's parser
+    labels = tuple(mine.labels.split(";"))
+    unknown = set(labels) - set(LABELS)
+    if unknown:
+        raise SystemExit(f"--labels: unknown {sorted(unknown)}; choose from {'; '.join(LABELS)}")
     args = run.parse(["--only", "importance", "--seeds", "42", *argv])
     bench = run.Bench(args)
     path = Path(args.work_dir).resolve().parent / "structure_importance.json" if args.quick else \
@@ -52,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
         out["runs"][label] = {"run": name, "stsb_mean": sum(vals) / len(vals),
                               "stsb_sd": statistics.stdev(vals) if len(vals) > 1 else 0.0,
                               "seeds": {str(k): run._run_summary(r) for k, r in recs.items()}}
-    if not skip_memory:  # the memory part writes into bench.results: keep the recorded results.json apart
+    if not mine.skip_memory:  # the memory part writes into bench.results: keep the recorded results.json apart
         saved, bench.results = bench.results, {}
         run.part_memory(bench)
         out["memory"], bench.results = bench.results["memory"], saved

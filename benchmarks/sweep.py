@@ -74,10 +74,10 @@ def grid(b) -> dict:
             raise SystemExit(f"sweep: unknown {', '.join(unknown)}; choose from {', '.join(choices)}")
         return {k: choices[k] for k in chosen}
 
-    return {"levels": pick(getattr(a, "sweep_levels", None), full["levels"]),
-            "steps": pick(getattr(a, "sweep_steps", None), full["steps"], int),
-            "seeds": pick(getattr(a, "sweep_seeds", None), full["seeds"], int),
-            "methods": pick(getattr(a, "sweep_methods", None), METHODS, all_choices={**METHODS, **ABLATIONS})}
+    return {"levels": pick(a.sweep_levels, full["levels"]),
+            "steps": pick(a.sweep_steps, full["steps"], int),
+            "seeds": pick(a.sweep_seeds, full["seeds"], int),
+            "methods": pick(a.sweep_methods, METHODS, all_choices={**METHODS, **ABLATIONS})}
 
 
 def part_sweep(b) -> None:
@@ -101,7 +101,7 @@ def part_sweep(b) -> None:
         hist = rec.get("history") or [{}]
         run = {"stsb_spearman": rec["stsb_spearman"], "eval_loss": hist[-1].get("eval_loss"),
                "params": rec["params"], "wall_s": rec.get("wall_s"), "command": rec["command"]}
-        for task in filter(None, (getattr(b.args, "sweep_glue", "") or "").split(",")):
+        for task in filter(None, b.args.sweep_glue.split(",")):
             res, _ = b.finetune(str(b.work / "runs" / f"{name}-s{seed}"), task,
                                 b.work / "glue" / f"{name}-s{seed}" / task, f"{name} seed {seed}")
             run[f"{task}_acc"] = res["acc"]
@@ -109,7 +109,7 @@ def part_sweep(b) -> None:
 
     # --jobs N runs N distillations at once, each with cores/N threads (on 2 cores two 1-thread runs finish sooner
     # than two 2-thread runs in a row: these small models do not scale across threads).
-    with ThreadPoolExecutor(max_workers=max(1, getattr(b.args, "jobs", 1) or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=b.args.jobs) as pool:
         for key, seed, run in pool.map(one, jobs):
             entry = out["runs"].setdefault(key, {"seeds": {}})
             entry["seeds"][str(seed)] = run
@@ -122,12 +122,26 @@ def part_sweep(b) -> None:
 SUMMARISED = {"stsb": "stsb_spearman", "eval_loss": "eval_loss", "sst2": "sst2_acc", "mrpc": "mrpc_acc"}
 
 
+def mean_sd(vals: list[float]) -> tuple[float | None, float]:
+    """Mean (None without values) and sample sd (0 for one value) over seeds."""
+    return (statistics.fmean(vals) if vals else None), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def lead(ours: tuple[float, float], baselines: dict[str, tuple[float, float]], lower_is_better: bool = False) -> dict:
+    """Our (mean, sd) against the best baseline's: the margin (positive = ours better) and whether it exceeds the
+    seed spread (the larger of the two sds). Shared by the encoder and decoder sweeps."""
+    sign = -1.0 if lower_is_better else 1.0
+    best = max(baselines, key=lambda m: sign * baselines[m][0])
+    margin = sign * (ours[0] - baselines[best][0])
+    spread = max(ours[1], baselines[best][1])
+    return {"best_baseline": best, "margin": margin, "spread": spread, "ahead_beyond_spread": margin > spread > 0}
+
+
 def _summarise(entry: dict) -> None:
     """Mean and sd over the seeds of every measure the seeds have (GLUE accuracies only where fine-tuned)."""
     for short, key in SUMMARISED.items():
         vals = [r[key] for r in entry["seeds"].values() if r.get(key) is not None]
-        entry[f"{short}_mean"] = statistics.fmean(vals) if vals else None
-        entry[f"{short}_sd"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        entry[f"{short}_mean"], entry[f"{short}_sd"] = mean_sd(vals)
         entry[f"{short}_n"] = len(vals)
 
 
@@ -143,15 +157,10 @@ def _verdict(out: dict) -> dict:
         h = rows.pop("homodistil")
         v: dict = {"seeds": len(h["seeds"])}
         for short in SUMMARISED:
-            sign = -1.0 if short == "eval_loss" else 1.0
-            base = [m for m in rows if rows[m].get(f"{short}_mean") is not None]
-            if h.get(f"{short}_mean") is None or not base:
-                continue
-            best = max(base, key=lambda m: sign * rows[m][f"{short}_mean"])
-            margin = sign * (h[f"{short}_mean"] - rows[best][f"{short}_mean"])
-            spread = max(h[f"{short}_sd"], rows[best][f"{short}_sd"])
-            v[short] = {"best_baseline": best, "margin": margin, "spread": spread,
-                        "ahead_beyond_spread": margin > spread > 0}
+            mean, sd = f"{short}_mean", f"{short}_sd"
+            base = {m: (r[mean], r[sd]) for m, r in rows.items() if r.get(mean) is not None}
+            if h.get(mean) is not None and base:
+                v[short] = lead((h[mean], h[sd]), base, lower_is_better=short == "eval_loss")
         v.update(v.get("stsb", {}))
         verdict[cell] = v
     return verdict

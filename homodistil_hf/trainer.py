@@ -162,6 +162,7 @@ class HomoDistilTrainer(Trainer):
         self._window: dict[str, torch.Tensor] | None = None
         self._saving_checkpoint = False
         self._teacher_has_logits: bool | None = None
+        self._captured_class: type | None = None  # FSDP2: the sharded class whose outputs are registered
         unwrapped = self.accelerator.unwrap_model(self.model)
         self._student_takes_labels = "labels" in inspect.signature(unwrapped.forward).parameters
         # A causal LM (not a decoder with a task head): next-token loss and chunked logit KD, computed here.
@@ -269,7 +270,7 @@ class HomoDistilTrainer(Trainer):
     # --- loss -------------------------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         args = self.args
-        if self.is_fsdp_enabled and self.__dict__.get("_captured_class") is not type(model):
+        if self.is_fsdp_enabled and self._captured_class is not type(model):
             _keep_output_capture(model)
             self._captured_class = type(model)  # once sharded (the class is FSDP<Class> from then on)
         need_hidden = args.alpha_hidden > 0
