@@ -1,6 +1,10 @@
 """The run shared by the FSDP2 worker and its single-process reference (tests/test_fsdp.py)."""
 
+import os
+import sys
+
 import torch
+import torch.distributed as dist
 import transformers
 
 from homodistil_hf.pruning.shape import Shape
@@ -53,3 +57,17 @@ def train(family: str, model, rank: int = 0, world: int = 1) -> tuple[object, li
         optimizer.step()
         optimizer.zero_grad()
     return pruner, decisions
+
+
+def finish_rank() -> None:
+    """End a torchrun worker once every rank has written its files: a barrier, then `os._exit(0)`.
+
+    Why not `destroy_process_group()` and a normal exit: FSDP2's device mesh keeps references to the gloo process
+    group, so it is really torn down during interpreter finalisation, where gloo's worker threads can be destroyed
+    still joinable ("terminate called without an active exception", SIGABRT). That happened once in CI after all
+    the work was done and checked; exiting without finalisation leaves nothing to tear down.
+    """
+    dist.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -65,6 +65,7 @@ def main(family: str, record: str, out: str, save_steps: str = "0", resume: str 
     from homodistil_hf.pruning.pruner import Pruner
 
     sys.path.insert(0, os.path.dirname(__file__))
+    from fsdp_case import finish_rank
     from fsdp_trainer_case import Recorder, config, dataset, teacher
 
     scores, local = [], []
@@ -112,7 +113,7 @@ def main(family: str, record: str, out: str, save_steps: str = "0", resume: str 
     }
     Path(record).mkdir(parents=True, exist_ok=True)
     (Path(record) / f"rank{rank}.json").write_text(json.dumps(info))
-    dist.barrier()
+    finish_rank()
 
 
 if __name__ == "__main__":

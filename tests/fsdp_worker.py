@@ -16,7 +16,7 @@ from homodistil_hf.export import export_model
 from homodistil_hf.pruning.sharding import any_sharded, full_copy
 
 sys.path.insert(0, os.path.dirname(__file__))
-from fsdp_case import build, train  # noqa: E402
+from fsdp_case import build, finish_rank, train  # noqa: E402
 
 
 def main(family: str, record: str, out: str) -> None:
@@ -36,8 +36,7 @@ def main(family: str, record: str, out: str) -> None:
         json.dump({"decisions": decisions}, f)
     if rank == 0:
         export_model(plain, out, pruner.state, physical=False)
-    dist.barrier()
-    dist.destroy_process_group()
+    finish_rank()
 
 
 if __name__ == "__main__":
