@@ -28,7 +28,8 @@ from benchmarks.sweep import lead, mean_sd  # noqa: E402
 # 3 heads in 1 group (head_dim 64 kept: rotary), FFN 720: 34.9M (26%), most of it the tied 49,152 x 270 embedding.
 LEVELS = {"50%": "384,6,2,1024", "25%": "270,3,1,720"}
 SEEDS = (42, 43, 44)
-VARIANTS = ("homodistil", "oneshot_activation", "oneshot_sensitivity", "truncate")
+VARIANTS = tuple(decoder.VARIANTS)  # report order
+ABLATIONS = decoder.ABLATIONS  # shown beside HomoDistil, never counted as a baseline in the verdict
 STEPS = 120
 # Rows recorded before this grid existed (issue 11's must-show and its second seed): reused by command.
 RECORDED = ("decoder_results.json", "decoder_results_s43.json")
@@ -40,7 +41,8 @@ def parse(argv=None):
     p.add_argument("--level", action="append", default=[], metavar="NAME=H,HEADS,KV,FFN",
                    help="define or redefine a level's shape (tests: tiny teachers)")
     p.add_argument("--seeds", default=",".join(map(str, SEEDS)))
-    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--variants", default=",".join(v for v in VARIANTS if v not in ABLATIONS),
+                   help=f"comma-separated, from: {', '.join(VARIANTS)} (the last are recipe ablations)")
     p.add_argument("--steps", type=int, default=STEPS)
     p.add_argument("--work_dir", default=str(HERE / "_work" / "decoder_sweep"))
     p.add_argument("--out", default=str(HERE / "decoder_sweep.json"))
@@ -79,7 +81,8 @@ def summarise(out: dict) -> None:
             cell[f"{key}_mean"], cell[f"{key}_sd"] = mean_sd([r[key] for r in cell["seeds"].values()])
     out["verdict"] = {}
     for level in out["levels"]:
-        rows = {v: out["cells"][f"{level}/{v}"] for v in VARIANTS if f"{level}/{v}" in out["cells"]}
+        rows = {v: out["cells"][f"{level}/{v}"] for v in VARIANTS
+                if v not in ABLATIONS and f"{level}/{v}" in out["cells"]}
         h = rows.pop("homodistil", None)
         if h is None or not rows:
             continue

@@ -184,17 +184,18 @@ def test_decoder_sweep_runs_reuses_and_reports(tmp_path, monkeypatch):
     corpus = write_corpus(tmp_path / "corpus.txt", n_lines=80)
     monkeypatch.setattr(decoder_sweep, "RECORDED", ())  # not the committed result files
     argv = ["--level", "a=48,4,2,96", "--level", "b=32,2,1,64", "--levels", "a,b", "--seeds", "1,2", "--steps", "4",
-            "--variants", "homodistil,truncate",
+            "--variants", "homodistil,truncate,homodistil_end025",
             "--work_dir", str(tmp_path / "work"), "--out", str(tmp_path / "sweep.json"),
             "--decoder_args", f"--quick --teacher {teacher} --corpus {corpus} --heldout_lines 20 --batch 2 --seq 16 "
             "--eval_blocks 4 --extra=--prune_every=1"]
     out = decoder_sweep.main(argv)
-    assert set(out["cells"]) == {f"{lv}/{v}" for lv in "ab" for v in ("homodistil", "truncate")}
+    assert set(out["cells"]) == {f"{lv}/{v}" for lv in "ab" for v in ("homodistil", "truncate", "homodistil_end025")}
     cell = out["cells"]["b/homodistil"]
     ppl = [r["heldout_ppl"] for r in cell["seeds"].values()]
     assert len(ppl) == 2 and cell["heldout_ppl_mean"] == pytest.approx(sum(ppl) / 2)
     assert out["levels"]["b"]["params"] < out["levels"]["a"]["params"]
     assert set(out["verdict"]) == {"a", "b"}
+    assert {v["best_baseline"] for v in out["verdict"].values()} == {"truncate"}  # an ablation is never a baseline
     assert "| b (" in (tmp_path / "sweep.md").read_text() and (tmp_path / "figures" / "sweep.png").is_file()
     monkeypatch.setattr(decoder, "run", lambda *a, **k: pytest.fail("a recorded run was run again"))
     assert decoder_sweep.main(argv)["cells"]["b/homodistil"]["seeds"] == cell["seeds"]
