@@ -391,6 +391,12 @@ def write_report(results: dict, readme: Path, fig_dir: Path) -> None:
         w("Per cell: mean ± sd over the seeds run (n); `python benchmarks/run.py --only sweep` (narrowed with "
           "`--sweep_levels/--sweep_steps/--sweep_seeds/--sweep_methods`, GLUE fine-tuning with `--sweep_glue`). "
           "The margin is HomoDistil's lead over the best baseline of the row (negative: behind).\n")
+        recipe = sweep.get("glue_recipe")
+        if recipe and any(k.endswith("_acc") for e in sweep["runs"].values() for r in e["seeds"].values() for k in r):
+            w("Fine-tuning recipe of the sweep (`sweep_glue`, for students down to 2M parameters): "
+              + "; ".join(f"{t}: {recipe['epochs'][t]} epochs on "
+                          f"{recipe['samples'][t] or 'all'} training examples" for t in recipe["epochs"])
+              + f"; lr {recipe['lr']}, batch {recipe['batch']}, {recipe['seq']} tokens, fine-tuning seed 42.\n")
         measures = {"stsb": "STS-B zero-shot Spearman (higher is better)",
                     "eval_loss": "held-out distillation discrepancy, `eval_loss` (lower is better)",
                     "sst2": "SST-2 dev accuracy after fine-tuning", "mrpc": "MRPC dev accuracy after fine-tuning"}

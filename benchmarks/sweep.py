@@ -89,6 +89,13 @@ def part_sweep(b) -> None:
                 "runs": out.get("runs", {})})
     for level, share in g["levels"].items():
         out["levels"][level] = _level(b.teacher, share)
+    if out.get("glue_recipe") != b.cfg["sweep_glue"]:  # accuracies of another fine-tuning recipe do not compare
+        for entry in out["runs"].values():
+            for run in entry["seeds"].values():
+                for key in GLUE_KEYS:
+                    run.pop(key, None)
+            _summarise(entry)
+        out["glue_recipe"] = b.cfg["sweep_glue"]
     # Seed outermost: a sweep stopped early has every method of every cell at the same seeds.
     jobs = [(f"{level}/{steps}/{method}", seed, out["levels"][level]["target"], steps, method, flags)
             for seed in g["seeds"] for level in g["levels"] for steps in g["steps"]
@@ -101,9 +108,12 @@ def part_sweep(b) -> None:
         hist = rec.get("history") or [{}]
         run = {"stsb_spearman": rec["stsb_spearman"], "eval_loss": hist[-1].get("eval_loss"),
                "params": rec["params"], "wall_s": rec.get("wall_s"), "command": rec["command"]}
+        # accuracies measured in an earlier phase stay (a phase without --sweep_glue reuses the run)
+        earlier = out["runs"].get(key, {}).get("seeds", {}).get(str(seed), {})
+        run.update({k: earlier[k] for k in GLUE_KEYS if earlier.get(k) is not None})
         for task in filter(None, b.args.sweep_glue.split(",")):
             res, _ = b.finetune(str(b.work / "runs" / f"{name}-s{seed}"), task,
-                                b.work / "glue" / f"{name}-s{seed}" / task, f"{name} seed {seed}")
+                                b.work / "glue_sweep" / f"{name}-s{seed}" / task, f"{name} seed {seed}", "sweep_glue")
             run[f"{task}_acc"] = res["acc"]
         return key, seed, run
 
@@ -120,6 +130,7 @@ def part_sweep(b) -> None:
 
 
 SUMMARISED = {"stsb": "stsb_spearman", "eval_loss": "eval_loss", "sst2": "sst2_acc", "mrpc": "mrpc_acc"}
+GLUE_KEYS = ("sst2_acc", "mrpc_acc")
 
 
 def mean_sd(vals: list[float]) -> tuple[float | None, float]:

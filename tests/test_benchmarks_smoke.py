@@ -161,6 +161,7 @@ def test_sweep_part_runs_on_quick_settings(tmp_path, one_thread):
     assert (out / "figures" / "sweep.png").is_file()
     readme = (out / "README.md").read_text()
     assert "## Sweep" in readme and "SST-2 dev accuracy after fine-tuning" in readme
+    assert "Fine-tuning recipe of the sweep" in readme and "lr 0.0005" in readme
     # A second phase (one more seed) keeps the first phase's runs.
     results = run.main(["--quick", "--only", "sweep", "--inprocess", "--strict", "--teacher", str(teacher),
                         "--corpus", str(corpus), "--glue_dir", str(_glue(tmp_path / "glue")),
@@ -172,6 +173,20 @@ def test_sweep_part_runs_on_quick_settings(tmp_path, one_thread):
     assert "HomoDistil recipe ablations" in (out / "README.md").read_text()
     assert set(run11["seeds"]) == {"42", "43"} and run11["stsb_n"] == 2 and run11["sst2_n"] == 1
     assert set(results["sweep"]["runs"]["38%/6/homodistil"]["seeds"]) == {"42"}
+    # A phase without --sweep_glue that reuses a fine-tuned run keeps its accuracy ...
+    again = ["--quick", "--only", "sweep", "--inprocess", "--strict", "--teacher", str(teacher), "--corpus", str(corpus),
+             "--glue_dir", str(_glue(tmp_path / "glue")), "--work_dir", str(tmp_path / "work"),
+             "--results", str(out / "results.json"), "--readme", str(out / "README.md"), "--sweep_levels", "11%",
+             "--sweep_seeds", "42", "--sweep_methods", "homodistil"]
+    kept = run.main(again)["sweep"]["runs"]["11%/6/homodistil"]["seeds"]["42"]
+    assert kept["sst2_acc"] == sweep["runs"]["11%/6/homodistil"]["seeds"]["42"]["sst2_acc"]
+    # ... and accuracies recorded under another fine-tuning recipe are dropped, not mixed with new ones.
+    data = json.loads((out / "results.json").read_text())
+    data["sweep"]["glue_recipe"] = {**data["sweep"]["glue_recipe"], "lr": 1e-4}
+    (out / "results.json").write_text(json.dumps(data))
+    runs = run.main(again)["sweep"]["runs"]
+    assert all("sst2_acc" not in r for e in runs.values() for r in e["seeds"].values())
+    assert runs["11%/6/homodistil"]["sst2_n"] == 0
 
 
 def test_decoder_sweep_runs_reuses_and_reports(tmp_path, monkeypatch):
