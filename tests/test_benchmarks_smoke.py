@@ -187,6 +187,17 @@ def test_sweep_part_runs_on_quick_settings(tmp_path, one_thread):
     runs = run.main(again)["sweep"]["runs"]
     assert all("sst2_acc" not in r for e in runs.values() for r in e["seeds"].values())
     assert runs["11%/6/homodistil"]["sst2_n"] == 0
+    # benchmarks/kept_channels.py over these runs: the teacher's scale on each run's kept channels
+    from benchmarks import kept_channels
+
+    kc = kept_channels.main(["--runs", "sweep-*", "--work_dir", str(tmp_path / "work" / "runs"), "--teacher",
+                             str(teacher), "--heldout", str(corpus), "--lines", "8", "--seq", "16",
+                             "--out", str(tmp_path / "kept.json")])
+    assert {r["run"].split("-", 3)[3] for r in kc["runs"]} == {*sweep["methods"], "homodistil_end025"}
+    for r in kc["runs"]:
+        assert r["kept_energy"] > 0 and r["relative_hidden_mse"] == pytest.approx(r["eval_loss_hidden"]
+                                                                                    / r["kept_energy"])
+    assert set(kc["summary"]) == {r["run"] for r in kc["runs"]} and len(kc["runs"]) >= 2 * len(sweep["methods"])
 
 
 def test_decoder_sweep_runs_reuses_and_reports(tmp_path, monkeypatch):
