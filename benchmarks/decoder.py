@@ -38,8 +38,10 @@ VARIANTS = {
     # recipe ablation of HomoDistil (reported beside it, never a baseline): targets reached at a quarter of training
     "homodistil_end025": ("HomoDistil with --prune_end 0.25 (targets reached at a quarter of training)",
                           ["--prune_end", "0.25"]),
+    "homodistil_end075": ("HomoDistil with --prune_end 0.75 (targets reached at three quarters of training)",
+                          ["--prune_end", "0.75"]),
 }
-ABLATIONS = ("homodistil_end025",)  # HomoDistil recipe variants: shown beside it, never a baseline
+ABLATIONS = ("homodistil_end025", "homodistil_end075")  # HomoDistil recipe variants: shown beside it, never a baseline
 
 
 def parse(argv=None):
