@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from .config import PRUNE_END_DECODER, PRUNE_END_ENCODER
 from .errors import UserError
 
 MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
@@ -115,12 +116,15 @@ def check_prune_window(args, total_steps: int | None) -> None:
     def resolve(value: float) -> int:  # as the pruning callback resolves it (schedule.resolve_step)
         return int(round(value * total_steps)) if value < 1 else int(value)
 
-    start, end = resolve(args.prune_start), resolve(args.prune_end)
+    # --prune_end still unset (the teacher not loaded yet): the later of its two family defaults, so a run that
+    # passes here passes for either family
+    prune_end = args.prune_end if args.prune_end is not None else max(PRUNE_END_ENCODER, PRUNE_END_DECODER)
+    start, end = resolve(args.prune_start), resolve(prune_end)
     end = max(start, end)
     if end >= total_steps:
         given = f"--max_steps {args.max_steps}" if args.max_steps > 0 else (
             f"--num_train_epochs {args.num_train_epochs:g}, i.e. {total_steps} steps")
-        raise UserError(f"--prune_end {args.prune_end:g} ends pruning at step {end}, but the run has only "
+        raise UserError(f"--prune_end {prune_end:g} ends pruning at step {end}, but the run has only "
                         f"{total_steps} steps ({given}, the last is step {total_steps - 1}): the targets would never "
                         "be reached; lower --prune_end (e.g. 0.5, half of the run) or raise --max_steps")
 

@@ -96,6 +96,8 @@ def test_benchmark_pipeline_writes_results(tmp_path, monkeypatch, one_thread):
         assert {"stsb_spearman", "sst2_acc", "mrpc_acc", "rte_acc", "avg"} <= set(data["quality"][v])
         assert data["quality"][v]["params"] < data["teacher"]["params"]
     assert isinstance(data["homodistil_ahead_of_all_baselines"], bool)
+    # the parts before the sweep name the pruning window they were measured with (not the encoder default 0.25)
+    assert all(r["command"].endswith("--prune_end 0.5") for r in data["quality_runs"]["homodistil"].values())
     speed = data["speed"]
     assert speed["trainer_vs_reference_equal_shape"] > 0 and speed["trainer_vs_reference_pruning_run"] > 0
     assert {"during", "after"} <= set(speed["runs"]["prune"]["phases"])
@@ -153,6 +155,7 @@ def test_sweep_part_runs_on_quick_settings(tmp_path, one_thread):
     sweep = results["sweep"]
     assert set(sweep["verdict"]) == {"38%/6", "11%/6"}
     run11 = sweep["runs"]["11%/6/homodistil"]
+    assert "--prune_end" not in run11["seeds"]["42"]["command"]  # the sweep measures the library's default
     assert 0 <= run11["seeds"]["42"]["sst2_acc"] <= 1 and run11["sst2_mean"] == run11["seeds"]["42"]["sst2_acc"]
     assert sweep["verdict"]["11%/6"]["sst2"]["best_baseline"] in sweep["methods"]
     assert all(0 < level["share"] < 1 for level in sweep["levels"].values())
@@ -167,9 +170,9 @@ def test_sweep_part_runs_on_quick_settings(tmp_path, one_thread):
                         "--corpus", str(corpus), "--glue_dir", str(_glue(tmp_path / "glue")),
                         "--work_dir", str(tmp_path / "work"), "--results", str(out / "results.json"),
                         "--readme", str(out / "README.md"), "--sweep_levels", "11%", "--sweep_seeds", "43",
-                        "--sweep_methods", "homodistil,truncate,homodistil_end025"])
+                        "--sweep_methods", "homodistil,truncate,homodistil_end050"])
     run11 = results["sweep"]["runs"]["11%/6/homodistil"]
-    assert "11%/6/homodistil_end025" in results["sweep"]["runs"]
+    assert "11%/6/homodistil_end050" in results["sweep"]["runs"]
     assert "HomoDistil recipe ablations" in (out / "README.md").read_text()
     assert set(run11["seeds"]) == {"42", "43"} and run11["stsb_n"] == 2 and run11["sst2_n"] == 1
     assert set(results["sweep"]["runs"]["38%/6/homodistil"]["seeds"]) == {"42"}
@@ -193,7 +196,7 @@ def test_sweep_part_runs_on_quick_settings(tmp_path, one_thread):
     kc = kept_channels.main(["--runs", "sweep-*", "--work_dir", str(tmp_path / "work" / "runs"), "--teacher",
                              str(teacher), "--heldout", str(corpus), "--lines", "8", "--seq", "16",
                              "--out", str(tmp_path / "kept.json")])
-    assert {r["run"].split("-", 3)[3] for r in kc["runs"]} == {*sweep["methods"], "homodistil_end025"}
+    assert {r["run"].split("-", 3)[3] for r in kc["runs"]} == {*sweep["methods"], "homodistil_end050"}
     for r in kc["runs"]:
         assert r["kept_energy"] > 0 and r["relative_hidden_mse"] == pytest.approx(r["eval_loss_hidden"]
                                                                                     / r["kept_energy"])

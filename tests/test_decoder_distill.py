@@ -137,7 +137,8 @@ def test_decoder_config_fields(tmp_path):
         assert all(w in str(err.value) for w in words), (kwargs, str(err.value))
 
 
-def test_alpha_attn_auto_is_off_for_decoders_and_on_for_encoders(tmp_path):
+def test_auto_settings_by_family(tmp_path):
+    """Unset alpha_attn: off for decoders, on for encoders; unset prune_end: 0.5 for decoders, 0.25 for encoders."""
     def trainer(teacher, **kw):
         args = HomoDistilConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, **kw)
         return HomoDistilTrainer(teacher=teacher, args=args, train_dataset=Dataset.from_list([{"input_ids": [1]}]))
@@ -151,6 +152,14 @@ def test_alpha_attn_auto_is_off_for_decoders_and_on_for_encoders(tmp_path):
     assert explicit.args.alpha_attn == 0.5 and explicit.model.config._attn_implementation == "eager"
     with pytest.raises(UserError, match="all loss weights are 0"):
         trainer(tiny_decoder("llama"), alpha_mlm=0.0, alpha_pred=0.0, alpha_hidden=0.0)
+    assert HomoDistilConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True).prune_end is None
+    assert (decoder.args.prune_end, encoder.args.prune_end, explicit.args.prune_end) == (0.5, 0.25, 0.5)
+    assert trainer(tiny_model("bert", "mlm"), prune_end=0.75).args.prune_end == 0.75
+    # a later --prune_start: a one-shot schedule prunes there; a gradual one needs --prune_end named
+    assert trainer(tiny_model("bert", "mlm"), pruning_schedule="oneshot", prune_start=0.4).args.prune_end == 0.4
+    with pytest.raises(UserError, match=r"--prune_start 0.4 is after the default --prune_end for this teacher \(0.25\)"):
+        trainer(tiny_model("bert", "mlm"), prune_start=0.4)
+    assert trainer(tiny_decoder("llama"), prune_start=0.4).args.prune_end == 0.5
 
 
 # --- trainer: exact gradient accumulation ---------------------------------------------------------------------------
