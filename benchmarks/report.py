@@ -390,7 +390,10 @@ def write_report(results: dict, readme: Path, fig_dir: Path) -> None:
         w("\n## Sweep: where pruning while distilling beats pruning once (issue 12)\n")
         w("Per cell: mean ± sd over the seeds run (n); `python benchmarks/run.py --only sweep` (narrowed with "
           "`--sweep_levels/--sweep_steps/--sweep_seeds/--sweep_methods`, GLUE fine-tuning with `--sweep_glue`). "
-          "The margin is HomoDistil's lead over the best baseline of the row (negative: behind).\n")
+          "The margin is HomoDistil's lead over the best baseline of the row (negative: behind). `homodistil` runs "
+          "the library's defaults (no recipe flag: for an encoder teacher the targets are reached at a quarter of "
+          "training); `homodistil_end050` is the default before this sweep (`--prune_end 0.5`). The other parts of "
+          "this file name `--prune_end 0.5` in their commands.\n")
         recipe = sweep.get("glue_recipe")
         if recipe and any(k.endswith("_acc") for e in sweep["runs"].values() for r in e["seeds"].values() for k in r):
             w("Fine-tuning recipe of the sweep (`sweep_glue`, for students down to 2M parameters): "

@@ -199,8 +199,9 @@ def plot(results: dict, path) -> None:
                     xs.append(info["params"] / 1e6)
                     ys.append(run["stsb_mean"])
                     es.append(run["stsb_sd"])
-            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=f"{method}, {n} steps",
-                        linestyle="-" if n == steps[-1] else "--")
+            if xs:  # (a method not run at this length gets no legend entry)
+                ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=f"{method}, {n} steps",
+                            linestyle="-" if n == steps[-1] else "--")
     ax.set_xlabel("student parameters (M)")
     ax.set_ylabel("STS-B zero-shot Spearman")
     ax.legend(fontsize=7)
