@@ -36,6 +36,9 @@ ABLATIONS = {
     "homodistil_every1": ["--prune_every", "1"],  # a pruning step every step instead of every 10
     "homodistil_beta1_05": ["--importance_beta1", "0.5"],  # less smoothing of the sensitivity
     "homodistil_taylor": ["--importance", "taylor_structure"],  # one number per structure (issue 13's memory)
+    # measured with the old end (0.5) before the encoder default became 0.25: kept under names that say so
+    "homodistil_linear_end050": ["--pruning_schedule", "linear", "--prune_end", "0.5"],
+    "homodistil_taylor_end050": ["--importance", "taylor_structure", "--prune_end", "0.5"],
 }
 QUICK = {"levels": {"38%": 0.38, "11%": 0.11}, "steps": (6,), "seeds": (42,)}
 
