@@ -395,7 +395,7 @@ def write_report(results: dict, readme: Path, fig_dir: Path) -> None:
           "training); `homodistil_end050` is the default before this sweep (`--prune_end 0.5`). The other parts of "
           "this file name `--prune_end 0.5` in their commands.\n")
         recipe = sweep.get("glue_recipe")
-        if recipe and any(k.endswith("_acc") for e in sweep["runs"].values() for r in e["seeds"].values() for k in r):
+        if recipe and any(e.get("sst2_n") or e.get("mrpc_n") for e in sweep["runs"].values()):  # (summarised counts)
             w("Fine-tuning recipe of the sweep (`sweep_glue`, for students down to 2M parameters): "
               + "; ".join(f"{t}: {recipe['epochs'][t]} epochs on "
                           f"{recipe['samples'][t] or 'all'} training examples" for t in recipe["epochs"])
