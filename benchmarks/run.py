@@ -332,7 +332,7 @@ def part_speed(b: Bench) -> None:
 
     from benchmarks.lockstep import Lockstep, distill_in_thread
     from benchmarks.reference import ReferenceDistiller, batches, pack
-    from homodistil_hf.schedule import resolve_step
+    from homodistil_hf.config import resolve_step
 
     s = b.cfg["speed"]
     work = b.work / "speed"
@@ -459,8 +459,8 @@ def part_inference(b: Bench) -> None:
     from transformers import AutoModel, AutoTokenizer
 
     from benchmarks.reference import pack
+    from homodistil_hf.arch import Shape
     from homodistil_hf.loading import make_student
-    from homodistil_hf.shapes import Shape
 
     c = b.cfg["inference"]
     teacher = AutoModel.from_pretrained(b.teacher).eval()
@@ -617,7 +617,7 @@ def part_memory(b: Bench) -> None:
 # ======================================================================================================================
 def part_physical(b: Bench) -> None:
     from benchmarks.lockstep import Lockstep, distill_in_thread
-    from homodistil_hf.schedule import resolve_step
+    from homodistil_hf.config import resolve_step
 
     seed = b.cfg["seeds"][0]
     work = b.work / "physical"

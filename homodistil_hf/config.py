@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from .errors import UserError
-from .losses import ALPHAS
-from .pruning.importance import IMPORTANCES  # the registry: `@register` adds a metric to the choices
+from .registry import importance_names
 
 HIDDEN_LOSSES = ("mse", "cosine")
 ATTN_LOSSES = ("kl", "mse")
@@ -24,8 +23,33 @@ PRUNING_MODES = ("auto", "physical", "masks")
 PRED_POSITIONS = ("all", "masked")
 TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
 KD_LOSSES = ("forward_kl", "reverse_kl", "jsd")
+# The weight flags of the loss terms (the trainer's `TERMS` computes one term for each).
+LOSS_WEIGHTS = ("alpha_mlm", "alpha_pred", "alpha_hidden", "alpha_attn")
+# The pruning-target width flags (each a stock config field with `target_` in front).
+TARGET_FIELDS = ("target_hidden_size", "target_num_attention_heads", "target_intermediate_size",
+                 "target_num_key_value_heads", "target_head_dim")
 # --prune_end left unset: when the targets are reached, by teacher family (measured in benchmarks/, issue 12)
 PRUNE_END_ENCODER, PRUNE_END_DECODER = 0.25, 0.5
+
+
+def default_prune_end(causal_lm: bool | None) -> float:
+    """--prune_end when unset: 0.25 for encoder teachers, 0.5 for causal-LM teachers; None (the teacher not loaded
+    yet) gives the later of the two, so a run checked before loading passes for either family."""
+    if causal_lm is None:
+        return max(PRUNE_END_ENCODER, PRUNE_END_DECODER)
+    return PRUNE_END_DECODER if causal_lm else PRUNE_END_ENCODER
+
+
+def is_fraction(value: float) -> bool:
+    """Whether a --prune_start / --prune_end value is a fraction of training (<= 1) rather than an optimizer step
+    (> 1). Exactly 1 is the fraction (the end of training): "step 1" is never what such a flag means."""
+    return value <= 1
+
+
+def resolve_step(value: float, max_steps: int) -> int:
+    """The optimizer step of a --prune_start / --prune_end value: a fraction of `max_steps` (<= 1, see
+    `is_fraction`) or an absolute step (> 1)."""
+    return int(round(value * max_steps)) if is_fraction(value) else int(value)
 
 
 def parse_param_count(value: str | int | float | None) -> int | None:
@@ -166,11 +190,9 @@ class HomoDistilConfig(TrainingArguments):
         metadata={"help": "Importance metric: 'sensitivity' (|w*grad| smoothed by an EMA times an uncertainty EMA, "
                   "PLATON style, per weight, summed per structure; the paper's), 'taylor_structure' (EMA of the "
                   "squared summed w*grad of each structure, Molchanov et al.: one number per structure, no per-weight "
-                  "buffers; as good as 'sensitivity' on the benchmark; for large models and FSDP), "
-                  "'sensitivity_structure' / 'sensitivity_structure_ema' / 'sensitivity_structure_sq' (PLATON-like "
-                  "statistics per structure; ablations), 'magnitude' (|w|), 'activation' (mean |activation|), "
-                  "'random'.",
-                  "choices": list(IMPORTANCES)},  # (the registry at import; __post_init__ reads it live)
+                  "buffers; as good as 'sensitivity' on the benchmark; for large models and FSDP), 'magnitude' "
+                  "(|w|), 'activation' (mean |activation|), 'random'. Metrics registered with "
+                  "`homodistil_hf.register_importance` are accepted too."},
     )
     importance_beta1: float = field(
         default=0.85, metadata={"help": "EMA factor of the sensitivity (PLATON beta1; 0.85 in the paper)."}
@@ -188,11 +210,12 @@ class HomoDistilConfig(TrainingArguments):
     )
     prune_start: float = field(
         default=0.0,
-        metadata={"help": "When pruning starts: a fraction of training if < 1, else an optimizer step."},
+        metadata={"help": "When pruning starts: a fraction of training if <= 1 (1.0 is the end of training), else an "
+                  "optimizer step."},
     )
     prune_end: float | None = field(
         default=None,
-        metadata={"help": "When the targets are reached: a fraction of training if < 1, else an optimizer step; "
+        metadata={"help": "When the targets are reached: a fraction of training if <= 1, else an optimizer step; "
                   "training after it distils the final shape. Unset means 0.25 for encoder teachers and 0.5 for "
                   "causal-LM (decoder) teachers: what the benchmark sweep measured best for each (the paper does not "
                   "give it; see README, 'What the defaults are')."},
@@ -247,7 +270,7 @@ class HomoDistilConfig(TrainingArguments):
         if self.alpha_mlm is None:
             self.alpha_mlm = 1.0
         self.alpha_lm = self.alpha_mlm  # one weight under two names; kept equal so a saved config reloads
-        for name in ALPHAS:
+        for name in LOSS_WEIGHTS:
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise UserError(f"--{name} must be >= 0 (got {getattr(self, name)})")
         # alpha_attn None ("auto") may still turn out 1.0 (encoder teacher): `resolve_for_teacher` checks again.
@@ -262,16 +285,15 @@ class HomoDistilConfig(TrainingArguments):
         for name, choices in (
             ("hidden_loss", HIDDEN_LOSSES),
             ("attn_loss", ATTN_LOSSES),
-            ("importance", IMPORTANCES),
+            ("importance", importance_names(listed_only=True)),
             ("pruning_schedule", SCHEDULES),
             ("pruning_mode", PRUNING_MODES),
             ("pred_loss_positions", PRED_POSITIONS),
             ("teacher_dtype", TEACHER_DTYPES),
         ):
-            if getattr(self, name) not in choices:
+            if getattr(self, name) not in choices and not (name == "importance" and self.importance in importance_names()):
                 raise UserError(f"--{name} {getattr(self, name)!r} is not one of {', '.join(choices)}")
-        for name in ("target_hidden_size", "target_num_attention_heads", "target_intermediate_size",
-                     "target_num_key_value_heads", "target_head_dim"):
+        for name in TARGET_FIELDS:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise UserError(f"--{name} must be a positive integer (got {value})")
@@ -279,9 +301,7 @@ class HomoDistilConfig(TrainingArguments):
         if self.target_params is not None:
             if parse_param_count(self.target_params) <= 0:
                 raise UserError(f"--target_params must be positive (got {self.target_params})")
-            if any(getattr(self, n) is not None for n in
-                   ("target_hidden_size", "target_num_attention_heads", "target_intermediate_size",
-                    "target_num_key_value_heads", "target_head_dim")):
+            if any(getattr(self, n) is not None for n in TARGET_FIELDS):
                 raise UserError("--target_params picks the widths itself: drop --target_hidden_size / "
                                 "--target_num_attention_heads / --target_intermediate_size / "
                                 "--target_num_key_value_heads / --target_head_dim, or drop --target_params")
@@ -292,24 +312,20 @@ class HomoDistilConfig(TrainingArguments):
             raise UserError(f"--prune_every must be >= 1 (got {self.prune_every})")
         for name in ("prune_start", "prune_end"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
-                raise UserError(f"--{name} must be >= 0: a fraction of training (< 1) or a step (got "
+                raise UserError(f"--{name} must be >= 0: a fraction of training (<= 1) or a step (got "
                                 f"{getattr(self, name)})")
         self._check_prune_order()
 
     def _check_prune_order(self) -> None:
         """--prune_end, once known, does not come before --prune_start (when both are fractions or both steps)."""
         end = self.prune_end
-        if end is not None and (self.prune_start < 1) == (end < 1) and end < self.prune_start:
+        if end is not None and is_fraction(self.prune_start) == is_fraction(end) and end < self.prune_start:
             raise UserError(f"--prune_end ({end}) is before --prune_start ({self.prune_start})")
 
     @property
     def has_targets(self) -> bool:
         """Whether any pruning target is set."""
-        return self.target_params is not None or any(
-            getattr(self, n) is not None
-            for n in ("target_hidden_size", "target_num_attention_heads", "target_intermediate_size",
-                      "target_num_key_value_heads", "target_head_dim")
-        )
+        return self.target_params is not None or any(getattr(self, n) is not None for n in TARGET_FIELDS)
 
     def resolve_for_teacher(self, causal_lm: bool) -> None:
         """Settle the settings left on "auto" once the teacher's family is known: `alpha_attn` is 1.0 for encoders
@@ -320,8 +336,8 @@ class HomoDistilConfig(TrainingArguments):
         if self.alpha_attn is None:
             self.alpha_attn = 0.0 if causal_lm else 1.0
         if self.prune_end is None:
-            end = PRUNE_END_DECODER if causal_lm else PRUNE_END_ENCODER
-            if end < self.prune_start < 1:
+            end = default_prune_end(causal_lm)
+            if end < self.prune_start and is_fraction(self.prune_start):
                 if self.pruning_schedule != "oneshot":  # (a one-shot schedule has no end: it prunes at the start)
                     raise UserError(f"--prune_start {self.prune_start:g} is after the default --prune_end for this "
                                     f"teacher ({end:g}): set --prune_end as well, a fraction after "
@@ -333,6 +349,6 @@ class HomoDistilConfig(TrainingArguments):
 
     def _check_some_weight(self, auto_counts: bool) -> None:
         """At least one loss weight above 0 (a weight still on "auto" counts if `auto_counts`)."""
-        if not any((auto_counts and getattr(self, n) is None) or (getattr(self, n) or 0) > 0 for n in ALPHAS):
-            raise UserError(f"all loss weights are 0: set at least one of {', '.join('--' + n for n in ALPHAS)} "
+        if not any((auto_counts and getattr(self, n) is None) or (getattr(self, n) or 0) > 0 for n in LOSS_WEIGHTS):
+            raise UserError(f"all loss weights are 0: set at least one of {', '.join('--' + n for n in LOSS_WEIGHTS)} "
                             "above 0")

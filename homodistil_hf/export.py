@@ -1,4 +1,5 @@
-"""Export: write a pruned student as an ordinary, physically smaller model with a stock config, and its model card.
+"""Export and publishing: write a pruned student as an ordinary, physically smaller model with a stock config, its
+model card and the run's arguments (JSON), and push the export to the Hub.
 
 `export_model` takes a student in either training form (physically pruned, or full size with masks), produces a
 compact copy whose attention scale is the stock `head_dim ** -0.5` (folded into the query weights), checks that its
@@ -22,12 +23,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .arch import check_model_supported, get_adapter
+from .arch import check_model_supported, get_adapter, shape_of
 from .errors import UserError
 from .pruning.groups import build_groups
 from .pruning.importance import Importance, MagnitudeImportance
 from .pruning.pruner import Pruner
-from .pruning.shape import Shape
 from .pruning.state import PruningState, selection_between
 from .pruning.surgery import finalize_attention_scale, prune_model
 from .pruning.targets import check_target, count_backbone_params
@@ -74,7 +74,7 @@ def compact_copy(model: nn.Module, state: PruningState | None = None, physical: 
     student = copy.deepcopy(model)
     strip_own_hooks(student)
     if state is not None and not physical:
-        full = PruningState.full(Shape.of_config(student.config), len(get_adapter(student).layers(student)))
+        full = PruningState.full(shape_of(student.config), len(get_adapter(student).layers(student)))
         prune_model(student, selection_between(full, state))
     finalize_attention_scale(student)
     return student
@@ -98,7 +98,7 @@ def check_stock(model: nn.Module) -> None:
     expected = {name: p.shape for name, p in stock.named_parameters()}
     for name, p in model.named_parameters():
         if name in expected and expected[name] != p.shape:
-            cfg = Shape.of_config(model.config)
+            cfg = shape_of(model.config)
             raise ValueError(f"{name} is {tuple(p.shape)}, but a stock config of {cfg} builds "
                              f"{tuple(expected[name])}: widths must be uniform and expressible by the config")
 
@@ -183,7 +183,7 @@ def export_model(model: nn.Module, output_dir: str | os.PathLike, state: Pruning
     check_stock(compact)
     info = dict(info or {})
     info["teacher"] = teacher_id(info.get("teacher"))  # a Hub id or a folder name, not a path on this machine
-    info.update(model_type=compact.config.model_type, shape=Shape.of_config(compact.config).as_dict(),
+    info.update(model_type=compact.config.model_type, shape=shape_of(compact.config).as_dict(),
                 params=count_backbone_params(compact.config),
                 num_layers=len(get_adapter(compact).layers(compact)))
     if state is not None:
@@ -214,7 +214,7 @@ def prune_to_shape(model: nn.Module, hidden_size: int | None = None, num_attenti
     teacher structures were kept. The model is left with a stock config, ready for `save_pretrained`.
     """
     check_model_supported(model)
-    initial = Shape.of_config(model.config)
+    initial = shape_of(model.config)
     target = check_target(model.config, hidden_size or initial.hidden, num_attention_heads or initial.heads,
                           intermediate_size or initial.intermediate, num_key_value_heads)
     pruner = Pruner(model, target, importance or MagnitudeImportance(), physical=True)
@@ -227,3 +227,28 @@ def prune_to_shape(model: nn.Module, hidden_size: int | None = None, num_attenti
     finalize_attention_scale(model)
     pruner.importance.close()
     return pruner.state
+
+
+def save_args_json(args, output_dir: str | os.PathLike) -> None:
+    """Replace the Trainer's pickled `training_args.bin` in `output_dir` by `training_args.json` (outputs hold
+    safetensors and JSON only; a pickle runs code when loaded). Both trainers call this from their `_save`."""
+    pickled = Path(output_dir) / "training_args.bin"
+    if args.should_save and pickled.is_file():
+        pickled.unlink()
+        (Path(output_dir) / "training_args.json").write_text(args.to_json_string())
+
+
+def push_export(args, commit_message: str = "End of training", blocking: bool = True, token: str | None = None,
+                revision: str | None = None, private: bool | None = None):
+    """Upload the exported model in `args.output_dir` to the Hub repo `--hub_model_id` (default: the folder's name),
+    without training checkpoints or temporary export folders. Returns the upload's commit info (a future when not
+    `blocking`)."""
+    from huggingface_hub import HfApi
+
+    repo_id = args.hub_model_id or Path(args.output_dir).name
+    api = HfApi(token=token or args.hub_token)
+    repo_id = api.create_repo(repo_id, private=private if private is not None else args.hub_private_repo,
+                              exist_ok=True).repo_id
+    return api.upload_folder(repo_id=repo_id, folder_path=args.output_dir, commit_message=commit_message,
+                             revision=revision or args.hub_revision, run_as_future=not blocking,
+                             ignore_patterns=["_*", "checkpoint-*", f"{_TMP_PREFIX}*", ".homodistil-*"])

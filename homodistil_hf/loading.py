@@ -27,32 +27,27 @@ from transformers import (
     PreTrainedModel,
 )
 
-from .arch import get_adapter
+from .arch import Shape, get_adapter, head_kind, shape_of
 from .errors import UserError
 from .gguf_teacher import gguf_teacher
-from .pruning.shape import Shape
 from .pruning.state import PruningState, selection_between
 from .pruning.surgery import finalize_attention_scale, prune_model
 from .pruning.targets import config_for_shape
 
-_HEADS = {
-    "ForMaskedLM": AutoModelForMaskedLM,
-    "ForPreTraining": AutoModelForMaskedLM,  # keep the MLM head; the NSP / discriminator head is not distilled
-    "ForSequenceClassification": AutoModelForSequenceClassification,
-    "ForQuestionAnswering": AutoModelForQuestionAnswering,
-    "ForTokenClassification": AutoModelForTokenClassification,
-    "ForCausalLM": AutoModelForCausalLM,  # Llama, Mistral, Qwen2, Qwen3
-    "LMHeadModel": AutoModelForCausalLM,  # GPT2LMHeadModel
+# Head kinds (`arch.HEAD_KINDS`) -> the Auto class that loads a checkpoint with that head.
+AUTO_CLASSES = {
+    "masked_lm": AutoModelForMaskedLM,
+    "sequence_classification": AutoModelForSequenceClassification,
+    "question_answering": AutoModelForQuestionAnswering,
+    "token_classification": AutoModelForTokenClassification,
+    "causal_lm": AutoModelForCausalLM,
 }
 
 
-def auto_class_for(config):
-    """The Auto class matching the checkpoint's saved architecture (`AutoModel` when it has no known head)."""
-    for arch in getattr(config, "architectures", None) or []:
-        for suffix, cls in _HEADS.items():
-            if arch.endswith(suffix):
-                return cls
-    return AutoModel
+def auto_class_for(model_or_config):
+    """The Auto class of a model's head (or of a checkpoint's saved architecture); `AutoModel` when it has no known
+    head."""
+    return AUTO_CLASSES.get(head_kind(model_or_config), AutoModel)
 
 
 def load_config(name_or_path: str, flag: str = "--teacher_name_or_path", gguf_file: str | None = None,
@@ -117,7 +112,7 @@ def make_student(teacher: PreTrainedModel, init: str = "teacher", target: Shape 
                  num_layers: int | None = None, seed: int = 42) -> tuple[PreTrainedModel, PruningState | None]:
     """Build a student from a teacher; returns it and, when it is a cut of the teacher, which teacher structures
     it holds (so the losses can pair student and teacher channels and heads)."""
-    initial = Shape.of_config(teacher.config)
+    initial = shape_of(teacher.config)
     teacher_layers = len(get_adapter(teacher).layers(teacher))
     check_student_args(init, target, num_layers, teacher_layers)
     if init == "teacher":

@@ -8,35 +8,12 @@ trainer does this to make gradient accumulation exactly equal to one big batch).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .errors import UserError
-
-
-@dataclass(frozen=True)
-class LossTerm:
-    """One term of the distillation objective: its log name, its weight flag, the flags that describe it in the
-    recipe (model card), and the `HomoDistilTrainer` method that computes it (returning a summed term divided by its
-    accumulation-window count, or None where it does not apply). A new term is one entry here plus its pure function
-    below and that method."""
-
-    name: str
-    alpha: str
-    recipe: tuple[str, ...]
-    method: str
-
-
-TERMS = (
-    LossTerm("loss_mlm", "alpha_mlm", (), "_own_term"),  # the student's own loss: MLM, next-token LM or the task's
-    LossTerm("loss_pred", "alpha_pred", ("temperature", "pred_loss_positions", "kd_loss", "jsd_beta"), "_pred_term"),
-    LossTerm("loss_hidden", "alpha_hidden", ("hidden_loss", "layer_map"), "_hidden_term"),
-    LossTerm("loss_attn", "alpha_attn", ("attn_loss",), "_attn_term"),
-)
-ALPHAS = tuple(t.alpha for t in TERMS)
 
 
 def _reduce(per_position: torch.Tensor, mask: torch.Tensor | None, reduction: str) -> torch.Tensor:

@@ -261,7 +261,7 @@ def random_pruning_state(initial, num_layers: int, generator, target=None):
     `target` (a `Shape`) fixes the widths; otherwise they are drawn so that hidden % heads == 0 and the head size
     does not exceed the initial one.
     """
-    from .pruning.shape import Shape
+    from .arch import Shape
     from .pruning.state import LayerKeep, PruningState
 
     def randint(lo: int, hi: int) -> int:

@@ -24,23 +24,22 @@ import copy
 import inspect
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers import PreTrainedModel, Trainer
 from transformers.trainer_pt_utils import nested_gather
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from .arch import get_adapter
-from .config import HomoDistilConfig
+from .arch import Shape, disable_attention_dropout, get_adapter, is_causal_lm, shape_of
+from .checkpointing import CheckpointExportMixin, NonFiniteLossError
+from .config import LOSS_WEIGHTS, HomoDistilConfig
+from .distributed import check_accelerate_state, check_distributed_support, keep_output_capture, physical_pruning
 from .errors import UserError
-from .export import export_model
 from .loading import load_teacher
 from .losses import (
-    TERMS,
     attention_loss,
     causal_lm_loss,
     hidden_state_loss,
@@ -50,17 +49,12 @@ from .losses import (
     parse_layer_map,
 )
 from .pruning.callback import PruningCallback
-from .pruning.importance import IMPORTANCES
-from .pruning.pruner import Pruner, check_checkpoint
-from .pruning.shape import Shape
-from .pruning.sharding import all_reduce_sum, any_sharded, full_copy, local
+from .pruning.pruner import Pruner
 from .pruning.state import PruningState
-from .pruning.targets import count_backbone_params, resolve_target
+from .pruning.targets import resolve_target
+from .registry import importance_class
 
 logger = logging.getLogger(__name__)
-
-class NonFiniteLossError(UserError):
-    """The loss became NaN or inf: training stops so that no checkpoint holds broken weights."""
 
 
 class _StaticMap:
@@ -91,7 +85,7 @@ def needs_projection(student_hidden: int, teacher_hidden: int, args: HomoDistilC
     return True
 
 
-class HomoDistilTrainer(Trainer):
+class HomoDistilTrainer(CheckpointExportMixin, Trainer):
     """Distil (and prune) a student from a teacher inside the Hugging Face Trainer.
 
     Args:
@@ -100,6 +94,8 @@ class HomoDistilTrainer(Trainer):
         args: a `HomoDistilConfig`.
         student_state: for a student cut from the teacher outside this trainer, which teacher structures it holds
             (e.g. from `loading.make_student(..., init="truncate")`), so losses pair kept channels and heads.
+        target: the validated target shape, when the caller resolved it already (`run_distill` does); default:
+            resolved here from `args` (`pruning.targets.resolve_target`).
         **kwargs: everything `transformers.Trainer` takes (`train_dataset`, `data_collator`, `processing_class`, ...).
     """
 
@@ -107,7 +103,8 @@ class HomoDistilTrainer(Trainer):
     loss_is_scaled_for_ga = True
 
     def __init__(self, model: PreTrainedModel | None = None, teacher: PreTrainedModel | str | None = None,
-                 args: HomoDistilConfig | None = None, student_state: PruningState | None = None, **kwargs):
+                 args: HomoDistilConfig | None = None, student_state: PruningState | None = None,
+                 target: Shape | None = None, **kwargs):
         if args is None:
             raise UserError("HomoDistilTrainer needs args=HomoDistilConfig(...)")
         if not isinstance(args, HomoDistilConfig):
@@ -117,32 +114,33 @@ class HomoDistilTrainer(Trainer):
             raise UserError("no teacher: pass teacher= or set --teacher_name_or_path")
         if isinstance(teacher, str | os.PathLike):
             teacher = load_teacher(str(teacher), gguf_file=args.teacher_gguf_file)
-        # Weights left on "auto" (alpha_attn) depend on the teacher's family.
-        args.resolve_for_teacher(get_adapter(teacher).causal_lm)
+        # Resolved once here and handed down: the teacher's family, shape and the target.
+        self.teacher_adapter = teacher_adapter = get_adapter(teacher)
+        # Settings left on "auto" (alpha_attn, prune_end) depend on the teacher's family.
+        args.resolve_for_teacher(teacher_adapter.causal_lm)
         if model is None:
             model = copy.deepcopy(teacher).train().requires_grad_(True)
-        self._check_distributed_support(args)
+        check_distributed_support(args)
 
         # Eager attention only when attention maps are distilled: it is slower and uses more memory.
         attn_impl = "eager" if args.alpha_attn > 0 else "sdpa"
         for m in (teacher, model):
             m.set_attn_implementation(attn_impl)
-        if args.alpha_attn > 0:
-            _disable_attention_dropout(model)
+        if args.alpha_attn > 0 and disable_attention_dropout(model):
+            logger.info("attention-probability dropout is off in the student while attention maps are distilled")
 
-        target = resolve_target(teacher.config, args) if args.has_targets else None
-        self.teacher_shape = Shape.of_config(teacher.config)
+        if target is None and args.has_targets:
+            target = resolve_target(teacher.config, args)
+        self.teacher_shape = teacher_adapter.shape_of(teacher.config)
         self.pruner: Pruner | None = None
         self.correspondence: Pruner | _StaticMap | None = _StaticMap(student_state) if student_state else None
-        student_shape = Shape.of_config(model.config)
+        student_shape = shape_of(model.config)
         if target is not None and student_state is None and student_shape != target:
             if student_shape != self.teacher_shape:
                 raise UserError(f"the student ({student_shape}) is neither the teacher's shape nor the target "
                                 f"({target}): pruning starts from a full copy of the teacher")
-            physical = args.pruning_mode == "physical" or (
-                args.pruning_mode == "auto" and args.parallel_mode.value != "distributed" and not args.fsdp)
-            importance = IMPORTANCES[args.importance].from_config(args)
-            self.pruner = Pruner(model, target, importance, physical=physical)
+            importance = importance_class(args.importance).from_config(args)
+            self.pruner = Pruner(model, target, importance, physical=physical_pruning(args))
             self.correspondence = self.pruner
 
         callbacks = list(kwargs.pop("callbacks", None) or [])
@@ -150,7 +148,8 @@ class HomoDistilTrainer(Trainer):
             callbacks.append(PruningCallback(self.pruner))
         super().__init__(model=model, args=args, callbacks=callbacks, **kwargs)
 
-        self._check_accelerate_state(args)
+        check_accelerate_state(args, self.accelerator, self.model, self.is_fsdp_enabled,
+                               None if self.pruner is None else self.pruner.physical)
         self.teacher = self._prepare_teacher(teacher)
         self.target = target
         self._setup_maps(model, teacher)
@@ -169,39 +168,6 @@ class HomoDistilTrainer(Trainer):
         self._causal_lm = is_causal_lm(unwrapped)
 
     # --- setup ------------------------------------------------------------------------------------------------------
-    @staticmethod
-    def _check_distributed_support(args: TrainingArguments) -> None:
-        """Up-front refusals (the CLI calls this before loading any weights)."""
-        if args.fsdp and (args.use_cpu or not torch.cuda.is_available()) and not accelerate_fsdp_on_cpu():
-            # accelerate turns FSDP on only for accelerators: on CPU the Trainer would quietly wrap the model in DDP.
-            raise UserError("--fsdp on CPU: accelerate enables FSDP only on GPUs, so this run would get DDP instead; "
-                            "drop --fsdp (several CPU processes run DDP) or run on GPUs")
-        if args.has_targets and args.deepspeed:
-            raise UserError("pruning under DeepSpeed is not supported (ZeRO shards parameters and gradients); for "
-                            "sharded training prune under FSDP2 instead (--fsdp with fsdp_config version 2, the "
-                            "default, and --importance taylor_structure), or use DDP (no --deepspeed), see "
-                            "README 'Multi-GPU'")
-        if args.has_targets and args.fsdp:
-            _check_sharded_pruning(args, (getattr(args, "fsdp_plugin_args", None) or {}).get("fsdp_version", 2))
-
-    def _check_accelerate_state(self, args: HomoDistilConfig) -> None:
-        """What accelerate turned on, which can differ from the flags: `--fsdp` that did not become FSDP (it would be
-        DDP), or FSDP from `accelerate launch --use_fsdp` without `--fsdp` (the pruning checks apply then too)."""
-        plugin = getattr(self.accelerator.state, "fsdp_plugin", None) if self.is_fsdp_enabled else None
-        if args.fsdp and plugin is None:
-            raise UserError("--fsdp was given but accelerate did not enable FSDP (it does so only on GPUs), so this "
-                            "run would get DDP instead; drop --fsdp or run on GPUs")
-        if plugin is not None and self.pruner is not None:
-            _check_sharded_pruning(args, getattr(plugin, "fsdp_version", 1), physical=self.pruner.physical)
-        if plugin is not None and getattr(plugin, "fsdp_version", 1) == 2:
-            shared = fsdp2_shared_output_param(self.model)
-            if shared is not None:
-                raise UserError(f"{type(self.model).__name__} cannot be sharded by accelerate's FSDP2: its output "
-                                f"embedding shares a parameter with {shared} (e.g. BERT's masked-LM head ties "
-                                "decoder.bias to predictions.bias), and accelerate shards the output embedding in a "
-                                "group of its own, which torch refuses; run it with DDP (drop --fsdp), or distil a "
-                                "model without that tie")
-
     def _prepare_teacher(self, teacher: PreTrainedModel) -> nn.Module:
         """Frozen, eval mode, on the training device, in `--teacher_dtype` (auto: the training dtype); placed by
         accelerate for evaluation (no DDP wrapper: it never gets gradients). Under FSDP the teacher is not sharded
@@ -222,7 +188,7 @@ class HomoDistilTrainer(Trainer):
     def _setup_maps(self, student: nn.Module, teacher: nn.Module) -> None:
         args = self.args
         s_layers = len(get_adapter(student).layers(student))
-        t_layers = len(get_adapter(teacher).layers(teacher))
+        t_layers = len(self.teacher_adapter.layers(teacher))
         self.layer_map = parse_layer_map(args.layer_map, s_layers, t_layers)
         self.projection: nn.Linear | None = None
         s_hidden, t_hidden = student.config.hidden_size, teacher.config.hidden_size
@@ -271,7 +237,7 @@ class HomoDistilTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         args = self.args
         if self.is_fsdp_enabled and self._captured_class is not type(model):
-            _keep_output_capture(model)
+            keep_output_capture(model)
             self._captured_class = type(model)  # once sharded (the class is FSDP<Class> from then on)
         need_hidden = args.alpha_hidden > 0
         need_attn = args.alpha_attn > 0
@@ -295,7 +261,7 @@ class HomoDistilTrainer(Trainer):
         weights: dict[str, float] = {}
         for term in TERMS:
             weight = getattr(args, term.alpha)
-            if weight > 0 and (value := getattr(self, term.method)(context)) is not None:
+            if weight > 0 and (value := term.compute(self, context)) is not None:
                 terms[term.name], weights[term.name] = value, weight
 
         loss = sum(weights[name] * value for name, value in terms.items())
@@ -319,7 +285,7 @@ class HomoDistilTrainer(Trainer):
         # for the losses (their sequence lengths differ between batches, and they would only cost memory).
         return loss, type(s_out)(**{k: v for k, v in s_out.items() if k not in ("hidden_states", "attentions")})
 
-    # --- the terms (see losses.TERMS): each a summed loss divided by its accumulation-window count ------------------
+    # --- the terms (see TERMS below): each a summed loss divided by its accumulation-window count -----------------
     def _own_term(self, c: _TermInputs) -> torch.Tensor | None:
         """The student's own loss on the labels: next-token LM (computed here from the logits, chunked, with exact
         counts), or the model's own loss (MLM, task)."""
@@ -465,94 +431,6 @@ class HomoDistilTrainer(Trainer):
             loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None
 
-    # --- checkpoints, resume, export --------------------------------------------------------------------------------
-    def _check_finite_weights(self, what: str) -> None:
-        """An update that overflowed leaves NaN / inf weights even when its step's loss was finite: refuse to save
-        them (the previous checkpoint stays the last one). Sharded (FSDP2) weights: each rank checks its shard and
-        one all-reduce tells every rank (so all of them refuse alike)."""
-        model = self.accelerator.unwrap_model(self.model)
-        named = list(model.named_parameters())
-        bad = torch.tensor([float(not torch.isfinite(local(p)[0]).all()) for _, p in named])
-        if any_sharded(model):
-            all_reduce_sum([bad])
-        first = int(bad.nonzero()[0]) if bad.any() else None
-        if first is not None:
-            raise NonFiniteLossError(f"the weights became non-finite at step {self.state.global_step} "
-                                     f"({named[first][0]}); the {what} was not written; lower --learning_rate (or "
-                                     "set --max_grad_norm), then resume from the last checkpoint")
-
-    def _save_checkpoint(self, model, trial):
-        self._check_finite_weights("checkpoint")
-        self._saving_checkpoint = True
-        config = self.accelerator.unwrap_model(self.model).config
-        cls = type(config)
-        if self.pruner is not None and not self.pruner.done:
-            # Mid-pruning widths need not pass the family's config validation (e.g. Llama's hidden % heads == 0,
-            # which only the target must meet): the checkpoint is for resuming, where the student is rebuilt from
-            # the teacher and the pruning state. Skip the validation for this save only.
-            config.__class__ = type(cls.__name__, (cls,), {"validate": lambda self: None})
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            config.__class__ = cls
-            self._saving_checkpoint = False
-
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Checkpoints: the student as it trains, plus the pruning state. Otherwise: the compact, stock model."""
-        output_dir = output_dir if output_dir is not None else self.args.output_dir
-        if not self._saving_checkpoint:  # (checkpoints are checked in _save_checkpoint)
-            self._check_finite_weights("model")
-        if self._saving_checkpoint or self.correspondence is None:
-            super().save_model(output_dir, _internal_call)
-            if self._saving_checkpoint and self.pruner is not None and self.args.should_save:
-                self.pruner.save(output_dir)
-            return
-        if self.args.should_save or any_sharded(self.accelerator.unwrap_model(self.model)):
-            self.export(output_dir)
-
-    def export(self, output_dir: str | os.PathLike) -> nn.Module | None:
-        """Write the compact student (stock config, safetensors, tokenizer, model card) to `output_dir`.
-
-        A sharded (FSDP2) student is gathered first: every rank must call this (the gathers are collective), and only
-        the process that saves (`should_save`, rank 0) writes; the others return None."""
-        model = self.accelerator.unwrap_model(self.model)
-        if self.pruner is not None:
-            if not self.pruner.done:
-                # An export is the target shape or nothing: a half-pruned model would pass for the real thing.
-                raise UserError(f"the student was not exported: training stopped at step {self.state.global_step} "
-                                f"before pruning reached the targets (it has {self.pruner.state.shape}, the target "
-                                f"is {self.pruner.target}); lower --prune_end or raise --max_steps / "
-                                "--num_train_epochs, then train again (or resume from a checkpoint)")
-            state, physical = self.pruner.state, self.pruner.physical
-        else:
-            state, physical = self.correspondence.state, True
-        if any_sharded(model):
-            # Collective: every rank takes part in the gathers; only the process that writes keeps the full copy.
-            model = full_copy(model, keep=self.args.should_save)
-            if model is None:
-                return None
-        return export_model(model, output_dir, state, physical, tokenizer=self.processing_class,
-                            info=self._export_info())
-
-    def _export_info(self) -> dict[str, Any]:
-        a = self.args
-        teacher = self.accelerator.unwrap_model(self.teacher)
-        return {
-            "teacher": a.teacher_name_or_path or getattr(teacher.config, "_name_or_path", None),
-            "teacher_shape": self.teacher_shape.as_dict(),
-            "teacher_params": count_backbone_params(teacher.config),
-            "target": self.target.as_dict() if self.target else None,
-            "model_name": Path(a.output_dir).name,
-            "repo_id": a.hub_model_id,
-            "recipe": {
-                "steps": self.state.global_step, "learning_rate": a.learning_rate,
-                "batch_size": a.per_device_train_batch_size * a.gradient_accumulation_steps * a.world_size,
-                **self._recipe_terms(),
-                "importance": a.importance, "schedule": a.pruning_schedule,
-                "prune_start": a.prune_start, "prune_end": a.prune_end, "prune_every": a.prune_every,
-            },
-        }
-
     def _recipe_terms(self) -> dict[str, Any]:
         """Each loss term's weight and, for the terms in use, the flags that describe it (losses.TERMS)."""
         a, out = self.args, {}
@@ -564,56 +442,6 @@ class HomoDistilTrainer(Trainer):
                         continue  # the chunked divergences are the decoder path's
                     out[flag] = getattr(a, flag)
         return out
-
-    def create_model_card(self, *args, **kwargs) -> None:
-        """`push_to_hub` writes the model card: keep ours (written at export) when there is one."""
-        if self.correspondence is not None and (Path(self.args.output_dir) / "homodistil.json").is_file():
-            return
-        super().create_model_card(*args, **kwargs)
-
-    def push_to_hub(self, *args, **kwargs):
-        """Export the compact model to `output_dir`, then upload it (Trainer.push_to_hub saves checkpoints only)."""
-        if self.correspondence is not None and (
-                self.args.should_save or any_sharded(self.accelerator.unwrap_model(self.model))):
-            self.export(self.args.output_dir)
-        self._saving_checkpoint = True  # the Trainer's own save inside push_to_hub must not overwrite the export
-        try:
-            if self.correspondence is not None:
-                return self._push_exported(*args, **kwargs)
-            return super().push_to_hub(*args, **kwargs)
-        finally:
-            self._saving_checkpoint = False
-
-    def _push_exported(self, commit_message: str = "End of training", blocking: bool = True,
-                       token: str | None = None, revision: str | None = None, private: bool | None = None, **_):
-        from huggingface_hub import HfApi
-
-        if not self.is_world_process_zero():
-            return None
-        repo_id = self.args.hub_model_id or Path(self.args.output_dir).name
-        api = HfApi(token=token or self.args.hub_token)
-        repo_id = api.create_repo(repo_id, private=private if private is not None else self.args.hub_private_repo,
-                                  exist_ok=True).repo_id
-        return api.upload_folder(repo_id=repo_id, folder_path=self.args.output_dir, commit_message=commit_message,
-                                 revision=revision or self.args.hub_revision, run_as_future=not blocking,
-                                 ignore_patterns=["_*", f"{PREFIX_CHECKPOINT_DIR}-*", ".homodistil-*"])
-
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """The Trainer's save, with the training arguments as JSON instead of a pickle (`training_args.bin`)."""
-        super()._save(output_dir, state_dict)
-        output_dir = output_dir if output_dir is not None else self.args.output_dir
-        pickled = Path(output_dir) / "training_args.bin"
-        if self.args.should_save and pickled.is_file():
-            pickled.unlink()
-            (Path(output_dir) / "training_args.json").write_text(self.args.to_json_string())
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
-        if self.pruner is not None:
-            check_checkpoint(resume_from_checkpoint)
-            self.pruner.rebind()  # under FSDP2 this runs after the student was sharded
-            self.pruner.load(resume_from_checkpoint)
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-
 
 @dataclass
 class _TermInputs:
@@ -628,88 +456,26 @@ class _TermInputs:
     causal_labels: bool
 
 
-def accelerate_fsdp_on_cpu() -> bool:
-    """Whether accelerate turns FSDP on for CPU processes. It does not: the FSDP branch of `AcceleratorState`
-    runs only for accelerator distributed types, so `--fsdp` with `--use_cpu` would quietly be DDP, and it is
-    refused. (The FSDP2 Trainer test patches accelerate inside its worker processes to take that branch on CPU, and
-    this function with it; nothing else does.)"""
-    return False
+@dataclass(frozen=True)
+class LossTerm:
+    """One term of the distillation objective: its log name, its weight flag, the flags that describe it in the
+    recipe (model card), and the method that computes it (a summed term divided by its accumulation-window count,
+    or None where it does not apply). A new term is one entry here, its pure function in `losses`, and its method."""
+
+    name: str
+    alpha: str
+    recipe: tuple[str, ...]
+    compute: Callable[[HomoDistilTrainer, _TermInputs], torch.Tensor | None]
 
 
-def fsdp2_shared_output_param(model: nn.Module) -> str | None:
-    """The name of a parameter that the output embedding shares with a module other than itself and the input
-    embedding, or None. accelerate's FSDP2 preparation (`fsdp2_prepare_model`) shards the final norm and the
-    embeddings as one group and every other module's own parameters elsewhere, so such a parameter would be in two
-    groups, which `fully_shard` refuses (torch >= 2.13) at the first forward."""
-    get_out = getattr(model, "get_output_embeddings", None)
-    out = get_out() if get_out is not None else None
-    if out is None:
-        return None
-    own = {id(out), id(model.get_input_embeddings())}
-    params = {id(p) for p in out.parameters()}
-    for name, module in model.named_modules():
-        if id(module) not in own:
-            for key, p in module.named_parameters(recurse=False):
-                if id(p) in params:
-                    return f"{name}.{key}" if name else key
-    return None
-
-
-def sharded_importances() -> list[str]:
-    """The `--importance` metrics that work from sharded (FSDP2) parameters: per-structure sums reduced across
-    ranks, activations (every rank computes full activations), random. Per-weight metrics (`sensitivity`,
-    `magnitude`) would need full weights and gradients on every rank."""
-    from .pruning.importance import ActivationImportance, RandomImportance, StructureSensitivityImportance
-
-    return [name for name, cls in IMPORTANCES.items()
-            if issubclass(cls, StructureSensitivityImportance | ActivationImportance | RandomImportance)]
-
-
-def _check_sharded_pruning(args: HomoDistilConfig, fsdp_version: int, physical: bool | None = None) -> None:
-    """Pruning under FSDP: FSDP2 only, in masks mode, with an importance metric that works from shards."""
-    if int(fsdp_version) != 2:
-        raise UserError(f"pruning under FSDP needs FSDP2, got FSDP version {fsdp_version}; set \"version\": 2 in "
-                        "--fsdp_config (2 is the default)")
-    if args.pruning_mode == "physical" or physical:
-        raise UserError("--pruning_mode physical cannot run under FSDP (sharded weights cannot be re-shaped); use "
-                        "--pruning_mode masks or auto")
-    if args.importance not in sharded_importances():
-        raise UserError(f"--importance {args.importance} keeps per-weight statistics, which sharded (FSDP) "
-                        "parameters do not hold whole on any rank; use --importance taylor_structure (one number "
-                        "per structure, as good as the per-weight metric on the benchmark), or one of "
-                        f"{', '.join(sharded_importances())}")
-
-
-def _keep_output_capture(model: nn.Module) -> None:
-    """transformers records hidden states and attentions through hooks chosen by `_can_record_outputs`, which it
-    looks up by the model's class name; FSDP2's `fully_shard` swaps a sharded module's class for `FSDP<Class>`, so a
-    model that records its own outputs and is the FSDP root (a headless `BertModel`) would return none. Register the
-    swapped classes under their original outputs (once per class; a no-op without sharding)."""
-    try:
-        from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY
-    except ImportError:  # pragma: no cover - other transformers versions
-        return
-    for module in model.modules():
-        if (isinstance(module, PreTrainedModel) and type(module).__name__.startswith("FSDP")
-                and getattr(module, "_can_record_outputs", None) and not _CAN_RECORD_REGISTRY.get(module)):
-            _CAN_RECORD_REGISTRY[module] = module._can_record_outputs
-
-
-def _disable_attention_dropout(model: nn.Module) -> None:
-    """Attention maps after dropout are not distributions (zeros and 1/(1-p) rescaling), so a KL against the teacher's
-    is infinite. The student's attention-probability dropout is switched off in its modules while attention maps are
-    distilled; the config keeps its value, so fine-tuning the exported model uses it as usual."""
-    adapter = get_adapter(model)
-    changed = [adapter.disable_attention_dropout(parts) for parts in adapter.layers(model)]
-    if any(changed):
-        logger.info("attention-probability dropout is off in the student while attention maps are distilled")
-
-
-def is_causal_lm(model: nn.Module) -> bool:
-    """Whether `model` is a causal language model of a decoder family (`LlamaForCausalLM`, `GPT2LMHeadModel`, ...),
-    as opposed to an encoder or a decoder under a task head (sequence classification, ...)."""
-    name = type(model).__name__
-    return get_adapter(model).causal_lm and name.endswith(("ForCausalLM", "LMHeadModel"))
+TERMS = (
+    LossTerm("loss_mlm", "alpha_mlm", (), HomoDistilTrainer._own_term),  # MLM, next-token LM or the task's loss
+    LossTerm("loss_pred", "alpha_pred", ("temperature", "pred_loss_positions", "kd_loss", "jsd_beta"),
+             HomoDistilTrainer._pred_term),
+    LossTerm("loss_hidden", "alpha_hidden", ("hidden_loss", "layer_map"), HomoDistilTrainer._hidden_term),
+    LossTerm("loss_attn", "alpha_attn", ("attn_loss",), HomoDistilTrainer._attn_term),
+)
+assert tuple(t.alpha for t in TERMS) == LOSS_WEIGHTS, "one term per weight flag of HomoDistilConfig"
 
 
 def _logits(output) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None:

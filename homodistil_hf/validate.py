@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from .config import PRUNE_END_DECODER, PRUNE_END_ENCODER
+from .config import default_prune_end, resolve_step
 from .errors import UserError
 
 MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
@@ -113,13 +113,13 @@ def check_prune_window(args, total_steps: int | None) -> None:
     if total_steps is None or total_steps <= 0:
         return
 
-    def resolve(value: float) -> int:  # as the pruning callback resolves it (schedule.resolve_step)
-        return int(round(value * total_steps)) if value < 1 else int(value)
-
-    # --prune_end still unset (the teacher not loaded yet): the later of its two family defaults, so a run that
-    # passes here passes for either family
-    prune_end = args.prune_end if args.prune_end is not None else max(PRUNE_END_ENCODER, PRUNE_END_DECODER)
-    start, end = resolve(args.prune_start), resolve(prune_end)
+    # --prune_end still unset (the teacher not loaded yet): the later of its two family defaults
+    prune_end = args.prune_end if args.prune_end is not None else default_prune_end(None)
+    start, end = resolve_step(args.prune_start, total_steps), resolve_step(prune_end, total_steps)
+    if end < start and args.pruning_schedule != "oneshot":
+        raise UserError(f"--prune_end {prune_end:g} is step {end} of {total_steps}, before --prune_start "
+                        f"{args.prune_start:g} (step {start}): give both as fractions of training (<= 1) or both "
+                        "as steps, with the end after the start")
     end = max(start, end)
     if end >= total_steps:
         given = f"--max_steps {args.max_steps}" if args.max_steps > 0 else (

@@ -50,9 +50,9 @@ def main(argv):
     import torch
     import transformers.modeling_utils
 
-    import homodistil_hf.pruner as pruner_module
+    import homodistil_hf.pruning.pruner as pruner_module
     from homodistil_hf.cli import run_distill
-    from homodistil_hf.pruner import Pruner
+    from homodistil_hf.pruning.pruner import Pruner
 
     torch.set_num_threads(1)
 

@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 import transformers
 
-from homodistil_hf.pruning.shape import Shape
+from homodistil_hf.arch import Shape
 from homodistil_hf.testing import tiny_model
 
 TARGET = {"bert": Shape(32, 2, 16, 48), "llama": Shape(24, 4, 8, 20, 2)}
@@ -39,10 +39,10 @@ def batches(family: str):
 def train(family: str, model, rank: int = 0, world: int = 1) -> tuple[object, list[dict]]:
     """The run: rank `rank` of `world` takes its share of every batch; masks mode, per-structure sensitivity.
     Returns the pruner and its state after each pruning step."""
-    from homodistil_hf.pruning.importance import StructureSensitivityImportance
+    from homodistil_hf.pruning.importance import StructureImportance
     from homodistil_hf.pruning.pruner import Pruner
 
-    importance = StructureSensitivityImportance()
+    importance = StructureImportance(element="abs", score="ema_x_uncertainty")  # per-structure PLATON
     importance.chunk_elements = 50  # several row blocks per shard: block offsets inside a shard are exercised
     pruner = Pruner(model, TARGET[family], importance, physical=False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)

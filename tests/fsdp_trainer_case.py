@@ -53,7 +53,7 @@ def config(family: str, output_dir: str, world: int, save_steps: int = 0) -> Hom
         output_dir=output_dir, report_to="none", use_cpu=True, disable_tqdm=True, seed=0, max_steps=STEPS,
         per_device_train_batch_size=GLOBAL_BATCH // world, train_sampling_strategy="sequential",
         learning_rate=3e-3, optim="adamw_torch", lr_scheduler_type="constant", max_grad_norm=1.0, logging_steps=2,
-        save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500, importance="sensitivity_structure", prune_every=2, prune_end=6, **TARGETS[family])
+        save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500, importance="taylor_structure", prune_every=2, prune_end=6, **TARGETS[family])
     if world > 1:
         kw.update(ddp_backend="gloo", pruning_mode="auto", fsdp=True,
                   fsdp_config={"version": 2, "transformer_layer_cls_to_wrap": [LAYER_CLASS[family]],

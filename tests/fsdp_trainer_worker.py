@@ -29,13 +29,13 @@ def patch_accelerate_fsdp_on_cpu() -> None:
     run is fp32, so there is none to pass). Everything after that is
     accelerate's and torch's own FSDP2 code (`fully_shard` over gloo, which runs on CPU).
 
-    `homodistil_hf.trainer.accelerate_fsdp_on_cpu` is switched to True with it: the package refuses `--fsdp` on
+    `homodistil_hf.distributed.accelerate_fsdp_on_cpu` is switched to True with it: the package refuses `--fsdp` on
     CPU for real users precisely because unpatched accelerate would run DDP.
     """
     import accelerate.state
     from accelerate.utils import DistributedType
 
-    import homodistil_hf.trainer
+    import homodistil_hf.distributed
 
     original = accelerate.state.AcceleratorState.__init__
     signature = inspect.signature(original)
@@ -50,7 +50,7 @@ def patch_accelerate_fsdp_on_cpu() -> None:
             accelerate.state.PartialState._shared_state["distributed_type"] = DistributedType.FSDP
 
     accelerate.state.AcceleratorState.__init__ = init
-    homodistil_hf.trainer.accelerate_fsdp_on_cpu = lambda: True
+    homodistil_hf.distributed.accelerate_fsdp_on_cpu = lambda: True
 
 
 def main(family: str, record: str, out: str, save_steps: str = "0", resume: str = "") -> None:

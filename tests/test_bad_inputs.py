@@ -91,7 +91,7 @@ CASES = [
     Case("json_config_missing", ["config file", "missing.json", "does not exist"], argv=["{d}/missing.json"]),
     Case("json_config_unknown_key", ["not_a_flag"], argv=["{d}/bad-config.json"]),
     Case("unknown_flag", ["--not_a_flag", "--help"], extra=["--not_a_flag", "1"]),
-    Case("bad_choice", ["--importance", "fisher", "choose from"], {"--importance": "fisher"}),
+    Case("bad_choice", ["--importance", "fisher", "is not one of"], {"--importance": "fisher"}),
     Case("not_a_number", ["--learning_rate", "fast"], {"--learning_rate": "fast"}),
     Case("negative_alpha", ["--alpha_pred must be >= 0"], {"--alpha_pred": "-1"}),
     Case("mlm_probability", ["--mlm_probability", "[0, 1)"], {"--mlm_probability": "1.5"}),

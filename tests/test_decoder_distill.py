@@ -13,13 +13,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import homodistil_hf.gguf_teacher as gguf_teacher_module
 from homodistil_hf import HomoDistilConfig, HomoDistilTrainer
+from homodistil_hf.arch import Shape, shape_of
 from homodistil_hf.cli.common import run_cli
 from homodistil_hf.cli.run_distill import main as run_distill_main
 from homodistil_hf.data import CausalLMCollator
 from homodistil_hf.errors import UserError
 from homodistil_hf.gguf_teacher import dequantized_model, gguf_teacher
 from homodistil_hf.loading import auto_class_for, load_config, load_teacher, make_student
-from homodistil_hf.pruning.shape import Shape
 from homodistil_hf.testing import (
     save_tiny_decoder,
     smollm2_gguf_path,
@@ -93,7 +93,7 @@ def test_make_student_truncate_and_random_for_decoders(family):
     teacher = tiny_decoder(family)
     target = Shape(32, 2, 16, 48, 1) if family == "llama" else Shape(32, 2, 16, 48)
     student, state = make_student(teacher, "truncate", target)
-    assert Shape.of_config(student.config) == target and state is not None
+    assert shape_of(student.config) == target and state is not None
     ids = torch.randint(5, teacher.config.vocab_size, (2, 10))
     assert student(ids).logits.shape == (2, 10, teacher.config.vocab_size)
     if teacher.config.tie_word_embeddings:
@@ -101,7 +101,7 @@ def test_make_student_truncate_and_random_for_decoders(family):
     # The kept embedding channels are the teacher's first ones.
     assert torch.equal(student.get_input_embeddings().weight, teacher.get_input_embeddings().weight[:, :32])
     random_student, none = make_student(teacher, "random", target, num_layers=1)
-    assert none is None and Shape.of_config(random_student.config) == target
+    assert none is None and shape_of(random_student.config) == target
     assert random_student.config.num_hidden_layers == 1
 
 

@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from toy_family import ToyConfig
 
+from homodistil_hf.arch import Shape, shape_of
 from homodistil_hf.errors import UserError
 from homodistil_hf.export import export_model
 from homodistil_hf.pruning.masking import Masker
-from homodistil_hf.pruning.shape import Shape
 from homodistil_hf.pruning.state import LayerKeep, PruningState, selection_between
 from homodistil_hf.pruning.surgery import prune_model
 from homodistil_hf.pruning.targets import check_target
@@ -92,7 +92,7 @@ def cases(draw):
     ffn = draw(st.integers(1, 24))
     config = decoder_config(family, hidden, heads, kv or heads, head_dim, ffn, draw(st.integers(1, 2)),
                             tie=draw(st.booleans()))
-    teacher = Shape.of_config(config)
+    teacher = shape_of(config)
     # A random valid target.
     if gqa:
         t_kv = draw(st.integers(1, kv))
@@ -139,7 +139,7 @@ def check_case(family, config, teacher, target, seed):
         loaded, info = transformers.AutoModelForCausalLM.from_pretrained(tmp, output_loading_info=True)
         assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
         loaded.eval()
-        assert Shape.of_config(loaded.config) == target
+        assert shape_of(loaded.config) == target
         assert (masked - _logits(loaded, inputs))[valid].abs().max() <= 1e-5
         if family == "toyformer":
             return  # no generation mixin, untied by construction
@@ -162,7 +162,7 @@ def test_each_family_prunes_and_exports(family, tie):
         pytest.skip("the toy family has untied embeddings")
     gqa = FAMILIES[family][1]
     config = decoder_config(family, 24, 6, 3 if gqa else 6, 4, 20, 2, tie)
-    teacher = Shape.of_config(config)
+    teacher = shape_of(config)
     target = check_target(config, 12, 4, 9, 2) if gqa else check_target(config, 12, 4, 9)
     check_case(family, config, teacher, target, seed=7)
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM
 
-from homodistil_hf.pruner import STATE_FILE
+from homodistil_hf.pruning.pruner import STATE_FILE
 from homodistil_hf.testing import save_tiny_model, write_corpus
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ Trainer's own training loop, checkpoint-free.
 Asserted: FSDP2 really ran (the student's parameters and gradients were DTensors at every optimizer step, under
 `FSDP<Model>`; the teacher stayed an unsharded, frozen model); `--pruning_mode auto` became masks; both ranks took
 the same decisions from the same scores at every pruning step, the same as the single process; the losses match; the
-export (gathered on every rank, written by rank 0) is a stock model equal to the single-process export within 1e-5.
+export (gathered on every rank, written by rank 0) is a stock model equal to the single-process export within 1e-5 (weights; outputs within 5e-5).
 
 BERT's masked-LM head is not used here: `BertLMPredictionHead` ties `decoder.bias` to its own `bias`, and
 accelerate's FSDP2 preparation puts the decoder (the output embedding) in a group of its own, so torch >= 2.13
@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForCausalLM, default_data_collator
 
-import homodistil_hf.trainer as trainer_module
+import homodistil_hf.distributed as distributed
 from homodistil_hf import HomoDistilTrainer
 from homodistil_hf.errors import UserError
 
@@ -102,7 +102,9 @@ def test_fsdp2_trainer_pruning_matches_single_process(tmp_path, family):
     ids = torch.tensor(dataset(family)["input_ids"][:4])
     with torch.no_grad():
         a, b = sharded.eval()(input_ids=ids)[0], single.eval()(input_ids=ids)[0]
-    assert a.shape == b.shape and (a - b).abs().max() <= 1e-5
+    # Weights agree within 1e-5 (below); outputs through the layers within 5e-5: the two ranks' gradients are
+    # reduced in another fp32 order than one process sums them (2.5e-5 measured for BERT with taylor_structure).
+    assert a.shape == b.shape and (a - b).abs().max() <= 5e-5
     state_a, state_b = sharded.state_dict(), single.state_dict()
     assert state_a.keys() == state_b.keys()
     for name in state_a:
@@ -135,12 +137,12 @@ def test_fsdp2_trainer_checkpoints_and_resume(tmp_path):
 @pytest.fixture
 def fsdp_reaches_cpu(monkeypatch):
     """Past the CPU refusal, to reach the pruning checks (which do not depend on the device)."""
-    monkeypatch.setattr(trainer_module, "accelerate_fsdp_on_cpu", lambda: True)
+    monkeypatch.setattr(distributed, "accelerate_fsdp_on_cpu", lambda: True)
 
 
 def _flags(**kw):
     base = dict(fsdp=True, fsdp_plugin_args={"fsdp_version": 2}, deepspeed=None, use_cpu=True, has_targets=True,
-                pruning_mode="auto", importance="sensitivity_structure")
+                pruning_mode="auto", importance="taylor_structure")
     base.update(kw)
     return SimpleNamespace(**base)
 
@@ -153,21 +155,21 @@ def _flags(**kw):
 ])
 def test_fsdp_pruning_refusals(fsdp_reaches_cpu, flags, expect):
     with pytest.raises(UserError) as err:
-        HomoDistilTrainer._check_distributed_support(_flags(**flags))
+        distributed.check_distributed_support(_flags(**flags))
     message = str(err.value)
     assert "\n" not in message and all(text in message for text in expect), message
 
 
 def test_fsdp_pruning_accepted_with_structure_importance(fsdp_reaches_cpu):
-    for importance in ("sensitivity_structure", "taylor_structure", "activation", "random"):
-        HomoDistilTrainer._check_distributed_support(_flags(importance=importance))
+    for importance in ("taylor_structure", "activation", "random"):
+        distributed.check_distributed_support(_flags(importance=importance))
 
 
 def test_fsdp_on_cpu_still_refused_and_deepspeed_names_fsdp2():
     with pytest.raises(UserError, match="--fsdp on CPU"):
-        HomoDistilTrainer._check_distributed_support(_flags())
+        distributed.check_distributed_support(_flags())
     with pytest.raises(UserError) as err:
-        HomoDistilTrainer._check_distributed_support(_flags(fsdp=None, deepspeed="ds.json"))
+        distributed.check_distributed_support(_flags(fsdp=None, deepspeed="ds.json"))
     assert "DeepSpeed" in str(err.value) and "FSDP2" in str(err.value) and "\n" not in str(err.value)
 
 
@@ -176,8 +178,8 @@ def test_fsdp2_refuses_a_tie_accelerate_cannot_shard():
     accelerate's FSDP2 preparation; embeddings tied to the LM head (Llama, GPT-2) and headless models can."""
     from homodistil_hf.testing import tiny_decoder, tiny_model
 
-    assert trainer_module.fsdp2_shared_output_param(tiny_model("bert", "mlm")) == "cls.predictions.bias"
-    assert trainer_module.fsdp2_shared_output_param(tiny_model("roberta", "mlm")) == "lm_head.bias"
+    assert distributed.fsdp2_shared_output_param(tiny_model("bert", "mlm")) == "cls.predictions.bias"
+    assert distributed.fsdp2_shared_output_param(tiny_model("roberta", "mlm")) == "lm_head.bias"
     for model in (tiny_model("bert", "base"), tiny_decoder("llama"), tiny_decoder("gpt2"),
                   tiny_model("bert", "seq_cls")):
-        assert trainer_module.fsdp2_shared_output_param(model) is None, type(model).__name__
+        assert distributed.fsdp2_shared_output_param(model) is None, type(model).__name__

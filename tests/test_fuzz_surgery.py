@@ -19,11 +19,12 @@ import transformers
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from homodistil_hf.arch import Shape, shape_of
 from homodistil_hf.export import check_stock, export_model
-from homodistil_hf.masking import Masker
-from homodistil_hf.shapes import Shape, count_backbone_params
-from homodistil_hf.state import PruningState, selection_between
-from homodistil_hf.surgery import prune_model
+from homodistil_hf.pruning.masking import Masker
+from homodistil_hf.pruning.state import PruningState, selection_between
+from homodistil_hf.pruning.surgery import prune_model
+from homodistil_hf.pruning.targets import count_backbone_params
 from homodistil_hf.testing import random_pruning_state, tiny_model
 
 AUTO = {"mlm": "AutoModelForMaskedLM", "base": "AutoModel", "seq_cls": "AutoModelForSequenceClassification",
@@ -80,7 +81,7 @@ def _close(a, b, valid):
 
 def check_case(model_type, head, config, target, seed):
     model = tiny_model(model_type, head, seed=seed % 1000, **config)
-    initial = Shape.of_config(model.config)
+    initial = shape_of(model.config)
     layers = config["num_hidden_layers"]
     state = random_pruning_state(initial, layers, torch.Generator().manual_seed(seed), target=target)
     inputs = _inputs(config["vocab_size"], seed)
@@ -105,7 +106,7 @@ def check_case(model_type, head, config, target, seed):
         loaded, info = cls.from_pretrained(tmp, output_loading_info=True)
         assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
         assert _close(_outputs(loaded.eval(), inputs), direct, valid) <= 1e-5
-        assert Shape.of_config(loaded.config) == target
+        assert shape_of(loaded.config) == target
         assert loaded.config.num_hidden_layers == layers
         if "embedding_size" in config:
             assert loaded.config.embedding_size == config["embedding_size"]

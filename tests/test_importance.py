@@ -3,15 +3,17 @@
 import pytest
 import torch
 
+import benchmarks.importance_ablations  # noqa: F401  (registers the ablation metrics the tests below cover)
 from homodistil_hf.export import prune_to_shape
-from homodistil_hf.groups import build_groups
-from homodistil_hf.importance import (
+from homodistil_hf.pruning.groups import build_groups
+from homodistil_hf.pruning.importance import (
     ActivationImportance,
     MagnitudeImportance,
     RandomImportance,
     SensitivityImportance,
     build_importance,
 )
+from homodistil_hf.registry import importance_names
 from homodistil_hf.testing import tiny_model
 
 
@@ -133,6 +135,28 @@ def test_per_structure_metrics_follow_their_recurrences(name, elementwise, post,
     expected = ema * unc if with_unc else ema
     assert torch.allclose(imp.scores(groups)["layer0.ffn"], expected, rtol=1e-4, atol=1e-12)
     assert imp.scores(groups)["hidden"].shape == (64,)
+    # Only the buffers the score reads exist: no uncertainty statistics unless the score multiplies by them.
+    assert bool(imp.unc) == with_unc and set(imp.ema) == {g.name for g in groups}
+    assert {k.rsplit("::", 1)[1] for k in imp.state_dict({})} == ({"ema", "unc"} if with_unc else {"ema"})
+
+
+def test_ablations_are_accepted_but_not_listed(tmp_path):
+    """Benchmark ablations are registered from benchmarks/ (accepted by --importance) but kept out of --help."""
+    from homodistil_hf.config import HomoDistilConfig
+
+    assert "sensitivity_structure_sq" in importance_names()
+    assert "sensitivity_structure_sq" not in importance_names(listed_only=True)
+    assert {"sensitivity", "taylor_structure"} <= set(importance_names(listed_only=True))
+    HomoDistilConfig(output_dir=str(tmp_path), importance="sensitivity_structure_sq")
+    with pytest.raises(KeyError, match="unknown importance 'nope'"):
+        build_importance("nope")
+
+
+def test_each_metric_declares_whether_it_works_on_shards():
+    from homodistil_hf.distributed import sharded_importances
+
+    assert set(sharded_importances()) >= {"taylor_structure", "activation", "random", "sensitivity_structure"}
+    assert not {"sensitivity", "magnitude"} & set(sharded_importances())
 
 
 def test_per_structure_masks_drop_pruned_weights_in_every_block():

@@ -14,9 +14,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM, PreTrainedModel, TrainerCallback
 
 import homodistil_hf.cli.run_distill as run_distill
+from homodistil_hf.arch import Shape, shape_of
 from homodistil_hf.cli.common import run_cli
 from homodistil_hf.export import export_model
-from homodistil_hf.shapes import Shape
 from homodistil_hf.testing import random_pruning_state, save_tiny_model, tiny_model, write_corpus
 
 
@@ -135,7 +135,7 @@ def test_huge_learning_rate_stops_with_one_line(setup, tmp_path, capsys):
 
 
 def _export(model, out, seed):
-    state = random_pruning_state(Shape.of_config(model.config), 2, torch.Generator().manual_seed(seed),
+    state = random_pruning_state(shape_of(model.config), 2, torch.Generator().manual_seed(seed),
                                  target=Shape(32, 2, 16, 48))
     return export_model(model, out, state, physical=False, info={"teacher": "tiny", "seed": seed})
 

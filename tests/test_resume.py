@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 
 import homodistil_hf.cli.run_distill as run_distill
 from homodistil_hf.errors import UserError
-from homodistil_hf.pruner import IMPORTANCE_FILE, STATE_FILE
+from homodistil_hf.pruning.pruner import IMPORTANCE_FILE, STATE_FILE
 from homodistil_hf.testing import save_tiny_model, write_corpus
 
 STOP_AT = 8
@@ -77,7 +77,7 @@ def test_resumed_run_equals_uninterrupted_run(setup, tmp_path, monkeypatch, mode
                   {"hidden": 32, "heads": 2, "head_dim": 16, "intermediate": 48})
 
 
-@pytest.mark.parametrize("mode, importance", [("physical", "sensitivity"), ("masks", "sensitivity_structure")])
+@pytest.mark.parametrize("mode, importance", [("physical", "sensitivity"), ("masks", "taylor_structure")])
 def test_resumed_decoder_run_equals_uninterrupted_run(tmp_path, monkeypatch, mode, importance):
     """The same for a Llama student under grouped-query attention (4 heads in 2 groups -> 2 heads in 1); the
     checkpoint's mid-pruning widths need not satisfy Llama's hidden % heads config validation."""
@@ -111,7 +111,7 @@ def _check_resume(teacher, corpus, tmp_path, monkeypatch, mode, importance, extr
     final = json.loads((full / "homodistil.json").read_text())["shape"]
     assert final == final_shape
     assert 32 < len(state["hidden"]) < 64 and 48 < len(state["layers"][0]["ffn"]) < 128
-    if importance in ("sensitivity", "sensitivity_structure", "activation"):  # score buffers are in the checkpoint
+    if importance in ("sensitivity", "taylor_structure", "activation"):  # score buffers are in the checkpoint
         assert len(load_file(checkpoint / IMPORTANCE_FILE)) > 0
 
     run_distill.main(_flags(teacher, corpus, cut, mode, importance, *extra, "--resume_from_checkpoint",

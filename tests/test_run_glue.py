@@ -506,14 +506,14 @@ def test_example_configs_parse(path):
     from homodistil_hf.config import HomoDistilConfig, parse_param_count
 
     if path.name.startswith("glue_"):
-        from homodistil_hf.cli.run_glue import DataTrainingArguments
-        from homodistil_hf.tasks import ModelArguments
+        from homodistil_hf.cli.run_glue import GlueDataArguments as DataTrainingArguments
+        from homodistil_hf.tasks.arguments import ModelArguments
     elif path.name.startswith("squad"):
-        from homodistil_hf.cli.run_squad import DataTrainingArguments
-        from homodistil_hf.tasks import ModelArguments
+        from homodistil_hf.cli.run_squad import SquadDataArguments as DataTrainingArguments
+        from homodistil_hf.tasks.arguments import ModelArguments
     else:
         run_distill = pytest.importorskip("homodistil_hf.cli.run_distill")
-        ModelArguments, DataTrainingArguments = run_distill.ModelArguments, run_distill.DataArguments  # noqa: N806
+        ModelArguments, DataTrainingArguments = run_distill.StudentArguments, run_distill.DataArguments  # noqa: N806
     raw = json.loads(path.read_text())
     raw.pop("fp16", None)  # fp16 / bf16 need a GPU at training time only, but keep parsing independent of the machine
     raw.pop("bf16", None)
@@ -521,7 +521,7 @@ def test_example_configs_parse(path):
     _, data_args, args = parser.parse_dict(raw, allow_extra_keys=False)
     if path.name.startswith("distill_") and "homobert" not in path.name:  # decoder configs (GPU machines)
         assert args.kd_loss == "forward_kl" and args.teacher_dtype == "bfloat16"
-        assert args.target_num_key_value_heads and args.importance == "sensitivity_structure"
+        assert args.target_num_key_value_heads and args.importance == "taylor_structure"
     elif path.name.startswith("distill_"):
         assert args.temperature == 2.0 and args.pruning_schedule == "cubic" and args.prune_every == 10
         assert args.max_steps == 28000 and args.adam_epsilon == 1e-6 and data_args.max_seq_length == 128

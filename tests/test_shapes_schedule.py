@@ -3,11 +3,11 @@
 import pytest
 from transformers import BertConfig
 
-from homodistil_hf.config import HomoDistilConfig, parse_param_count
+from homodistil_hf.arch import Shape
+from homodistil_hf.config import HomoDistilConfig, parse_param_count, resolve_step
 from homodistil_hf.errors import UserError
-from homodistil_hf.schedule import WidthSchedule, resolve_step
-from homodistil_hf.shapes import (
-    Shape,
+from homodistil_hf.pruning.schedule import WidthSchedule
+from homodistil_hf.pruning.targets import (
     check_target,
     config_for_shape,
     count_backbone_params,

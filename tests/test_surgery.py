@@ -8,13 +8,13 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel
 
-from homodistil_hf.arch import check_model_supported
+from homodistil_hf.arch import Shape, check_model_supported, shape_of
 from homodistil_hf.errors import UserError
 from homodistil_hf.export import check_stock, compact_copy, export_model
-from homodistil_hf.masking import Masker
-from homodistil_hf.shapes import Shape, count_backbone_params
-from homodistil_hf.state import PruningState, selection_between
-from homodistil_hf.surgery import optimizer_slicer, prune_model
+from homodistil_hf.pruning.masking import Masker
+from homodistil_hf.pruning.state import PruningState, selection_between
+from homodistil_hf.pruning.surgery import optimizer_slicer, prune_model
+from homodistil_hf.pruning.targets import count_backbone_params
 from homodistil_hf.testing import random_pruning_state, tiny_config, tiny_model
 
 CASES = [
@@ -58,7 +58,7 @@ def _outputs(model, inputs, hidden_index=None):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_masked_equals_exported(model_type, head, extra, seed, tmp_path):
     model = tiny_model(model_type, head, seed=seed, **extra)
-    initial = Shape.of_config(model.config)
+    initial = shape_of(model.config)
     state = random_pruning_state(initial, 2, torch.Generator().manual_seed(seed))
     if model_type == "electra" and extra and state.shape.hidden == 32:
         pytest.skip("a hidden size equal to ELECTRA's embedding_size is refused up front")
@@ -99,7 +99,7 @@ def test_masked_equals_exported(model_type, head, extra, seed, tmp_path):
 def test_physical_pruning_in_steps_equals_one_step():
     """Pruning twice (teacher -> A -> B) gives the same model as pruning once (teacher -> B)."""
     model = tiny_model("bert", "mlm")
-    initial = Shape.of_config(model.config)
+    initial = shape_of(model.config)
     g = torch.Generator().manual_seed(3)
     mid = random_pruning_state(initial, 2, g, target=Shape(48, 3, 12, 100))
     # B: a random subset of mid
@@ -130,7 +130,7 @@ def test_surgery_keeps_dtype_ties_grads_and_optimizer_state():
     ffn = model.bert.encoder.layer[0].intermediate.dense
     old_moment = opt.state[ffn.weight]["exp_avg"].clone()
     old_grad = ffn.weight.grad.clone()
-    initial = Shape.of_config(model.config)
+    initial = shape_of(model.config)
     state = random_pruning_state(initial, 2, torch.Generator().manual_seed(0), target=Shape(32, 4, 8, 48))
     params_before = {id(p) for p in model.parameters()}
     prune_model(model, selection_between(PruningState.full(initial, 2), state), [optimizer_slicer(opt)])

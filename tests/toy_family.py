@@ -14,10 +14,9 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutput
 
-from homodistil_hf.arch import register_adapter
+from homodistil_hf.arch import Shape, register_adapter
 from homodistil_hf.arch.base import ArchAdapter, HiddenParts, LayerParts
-from homodistil_hf.pruning.modules import Proj
-from homodistil_hf.pruning.shape import Shape
+from homodistil_hf.arch.modules import Proj
 
 
 class ToyConfig(PretrainedConfig):

@@ -25,8 +25,8 @@ from typing import ClassVar
 
 from torch import nn
 
-from ..pruning.modules import Proj, is_norm
-from ..pruning.shape import Shape
+from .modules import Proj, is_norm
+from .shape import Shape
 
 
 @dataclass

@@ -2,8 +2,10 @@
 ForTokenClassification, ForMultipleChoice, ForNextSentencePrediction)."""
 
 from .encoder import EncoderAdapter
+from .registry import register_adapter
 
 
+@register_adapter
 class BertAdapter(EncoderAdapter):
     model_types = ("bert",)
     head_inout_linears = ("cls.predictions.transform.dense",)

@@ -15,11 +15,13 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import UserError
-from ..pruning.modules import Proj
-from ..pruning.shape import Shape
 from .base import ArchAdapter, HiddenParts, LayerParts
+from .modules import Proj
+from .registry import register_adapter
+from .shape import Shape
 
 
+@register_adapter
 class LlamaLikeAdapter(ArchAdapter):
     model_types = ("llama", "mistral", "qwen2", "qwen3")
     prunes_head_dim = False  # rotary embeddings

@@ -8,11 +8,13 @@ embeddings carry the hidden channels and `embedding_size` follows `hidden_size`.
 
 from torch import nn
 
-from ..pruning.shape import Shape
 from .base import HiddenParts, get_module
 from .encoder import EncoderAdapter
+from .registry import register_adapter
+from .shape import Shape
 
 
+@register_adapter
 class ElectraAdapter(EncoderAdapter):
     model_types = ("electra",)
     head_inout_linears = ("discriminator_predictions.dense", "classifier.dense")

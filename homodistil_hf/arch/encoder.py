@@ -12,9 +12,9 @@ from typing import ClassVar
 from torch import nn
 
 from ..errors import UserError
-from ..pruning.modules import Proj
-from ..pruning.shape import Shape
 from .base import ArchAdapter, HiddenParts, LayerParts, get_module
+from .modules import Proj
+from .shape import Shape
 
 
 class EncoderAdapter(ArchAdapter):

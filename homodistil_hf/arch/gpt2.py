@@ -12,11 +12,13 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import UserError
-from ..pruning.modules import Proj
-from ..pruning.shape import Shape
 from .base import ArchAdapter, HiddenParts, LayerParts
+from .modules import Proj
+from .registry import register_adapter
+from .shape import Shape
 
 
+@register_adapter
 class GPT2Adapter(ArchAdapter):
     model_types = ("gpt2",)
     attention_width_is_hidden = True

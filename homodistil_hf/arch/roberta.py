@@ -2,8 +2,10 @@
 ForTokenClassification, ForMultipleChoice)."""
 
 from .encoder import EncoderAdapter
+from .registry import register_adapter
 
 
+@register_adapter
 class RobertaAdapter(EncoderAdapter):
     model_types = ("roberta",)
     head_inout_linears = ("lm_head.dense", "classifier.dense")

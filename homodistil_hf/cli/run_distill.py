@@ -10,7 +10,7 @@
 Encoder teachers (BERT, RoBERTa, ELECTRA) are distilled on masked-LM data; causal-LM teachers (Llama, Mistral, Qwen2,
 Qwen3, GPT-2, or a GGUF file of one) on next-token prediction over the same packed blocks (`--kd_loss`).
 
-Flags are `ModelArguments`, `DataArguments` and `HomoDistilConfig` (every `TrainingArguments` flag too). The end of
+Flags are `StudentArguments`, `DataArguments` and `HomoDistilConfig` (every `TrainingArguments` flag too). The end of
 the run writes the compact student (stock config, safetensors), its tokenizer and a model card to `--output_dir`.
 """
 
@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, default_data_collator, set_seed
+from transformers import AutoTokenizer, TrainerCallback, default_data_collator, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from ..arch import get_adapter
+from ..arch import Shape, get_adapter, is_causal_lm
 from ..config import HomoDistilConfig
 from ..data import (
     CausalLMCollator,
@@ -36,12 +36,12 @@ from ..data import (
     load_raw,
     pack_blocks,
 )
+from ..distributed import check_distributed_support
 from ..errors import UserError
 from ..gguf_teacher import gguf_teacher
-from ..loading import auto_class_for, check_student_args, load_config, load_teacher, make_student
+from ..loading import check_student_args, load_config, load_teacher, make_student
 from ..losses import parse_layer_map
 from ..pruning.pruner import check_checkpoint
-from ..pruning.shape import Shape
 from ..pruning.targets import resolve_target
 from ..trainer import HomoDistilTrainer, needs_projection
 from ..validate import (
@@ -59,7 +59,7 @@ logger = logging.getLogger("homodistil_hf.run_distill")
 
 
 @dataclass
-class ModelArguments:
+class StudentArguments:
     """How the student is made (the teacher is `--teacher_name_or_path`)."""
 
     student_init: str = field(
@@ -118,7 +118,7 @@ class DataArguments:
 
 
 # The flags of run_distill.py (also what tests/test_docs_commands.py parses the documented commands with).
-ARGUMENT_CLASSES = (ModelArguments, DataArguments, HomoDistilConfig)
+ARGUMENT_CLASSES = (StudentArguments, DataArguments, HomoDistilConfig)
 
 
 def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback] = ()) -> dict:
@@ -138,12 +138,13 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
     check_model_path(model_args.tokenizer_name, "--tokenizer_name")
     if data_args.streaming and args.max_steps <= 0:
         raise UserError("--streaming needs --max_steps (a streamed corpus has no length)")
-    HomoDistilTrainer._check_distributed_support(args)
+    check_distributed_support(args)
     teacher_config = load_config(args.teacher_name_or_path, gguf_file=args.teacher_gguf_file,
                                  cache_dir=model_args.cache_dir)
-    args.resolve_for_teacher(get_adapter(teacher_config).causal_lm)  # alpha_attn "auto": 0 for decoders
+    adapter = get_adapter(teacher_config)
+    args.resolve_for_teacher(adapter.causal_lm)  # settings on "auto" (alpha_attn, prune_end) by family
     # A causal-LM teacher (a decoder with its LM head; a GGUF file always is one): next-token data, no masking.
-    causal_lm = gguf is not None or auto_class_for(teacher_config) is AutoModelForCausalLM
+    causal_lm = gguf is not None or is_causal_lm(teacher_config)
     if causal_lm and model_args.student_head == "mlm":
         raise UserError("--student_head mlm gives an encoder student a masked-LM head; a causal-LM teacher's student "
                         "keeps its LM head: drop --student_head")
@@ -157,7 +158,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
             raise UserError(f"--resume_from_checkpoint: no checkpoint-* folder in {args.output_dir}")
     elif resume and not Path(resume).is_dir():
         raise UserError(f"--resume_from_checkpoint {resume} is not a folder")
-    pruning = model_args.student_init == "teacher" and target is not None and target != Shape.of_config(teacher_config)
+    pruning = model_args.student_init == "teacher" and target is not None and target != adapter.shape_of(teacher_config)
     if resume and pruning:
         check_checkpoint(resume)
     _check_student(model_args, args, teacher_config, target)
@@ -214,7 +215,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
     if not has_mlm and not causal_lm:
         logger.info("neither teacher nor student has an MLM head: inputs are not masked")
 
-    trainer = HomoDistilTrainer(model=student, teacher=teacher, args=args, student_state=student_state,
+    trainer = HomoDistilTrainer(model=student, teacher=teacher, args=args, student_state=student_state, target=target,
                                 train_dataset=train, eval_dataset=evaluation if args.do_eval else None,
                                 data_collator=collator, processing_class=tokenizer, callbacks=callbacks)
     result = trainer.train(resume_from_checkpoint=resume or None)
@@ -235,7 +236,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
     return metrics
 
 
-def _check_student(model_args: ModelArguments, args: HomoDistilConfig, teacher_config, target: Shape | None) -> None:
+def _check_student(model_args: StudentArguments, args: HomoDistilConfig, teacher_config, target: Shape | None) -> None:
     """What the trainer would refuse after loading the weights, refused up front: depth, layer map, projection."""
     teacher_layers = teacher_config.num_hidden_layers
     depth = model_args.student_num_hidden_layers

@@ -28,23 +28,7 @@ from transformers import AutoModelForSequenceClassification, EvalPrediction, set
 from ..config import HomoDistilConfig
 from ..errors import UserError
 from ..metrics import glue_compute
-from ..tasks import (
-    DataArgumentsBase,
-    ModelArguments,
-    build_trainer,
-    check_model_paths,
-    check_output_dir,
-    check_prune_window,
-    limit,
-    load_config,
-    load_model,
-    load_tokenizer,
-    maybe_wrap_lora,
-    padding_collator,
-    require_actions,
-    save_metrics,
-    train,
-)
+from ..tasks.arguments import DataArgumentsBase, ModelArguments
 from ..tasks.glue import (
     GLUE_TASKS,
     GlueData,
@@ -57,15 +41,30 @@ from ..tasks.glue import (
     write_eval_predictions,
     write_submission,
 )
+from ..tasks.runtime import (
+    build_trainer,
+    check_model_paths,
+    check_task_output_dir,
+    check_task_prune_window,
+    limit,
+    load_model,
+    load_task_config,
+    load_tokenizer,
+    maybe_wrap_lora,
+    padding_collator,
+    require_actions,
+    save_metrics,
+    train,
+)
 from .common import parse_args, run_cli, setup_logging
 
 logger = logging.getLogger("homodistil_hf")
 
-__all__ = ["DataTrainingArguments", "build_trainer", "cli", "main"]
+__all__ = ["GlueDataArguments", "build_trainer", "cli", "main"]
 
 
 @dataclass
-class DataTrainingArguments(DataArgumentsBase):
+class GlueDataArguments(DataArgumentsBase):
     """Which data to train and evaluate on, and how to turn it into model inputs."""
 
     task_name: str | None = field(
@@ -108,10 +107,10 @@ class DataTrainingArguments(DataArgumentsBase):
 
 
 # The flags of run_glue.py (also what tests/test_docs_commands.py parses the documented commands with).
-ARGUMENT_CLASSES = (ModelArguments, DataTrainingArguments, HomoDistilConfig)
+ARGUMENT_CLASSES = (ModelArguments, GlueDataArguments, HomoDistilConfig)
 
 
-def load_data(data_args: DataTrainingArguments, training_args, cache_dir: str | None) -> GlueData:
+def load_data(data_args: GlueDataArguments, training_args, cache_dir: str | None) -> GlueData:
     """Load and normalize the splits the run needs; raises `UserError` before anything is written."""
     task = GLUE_TASKS[data_args.task_name] if data_args.task_name else None
     need = {
@@ -147,7 +146,7 @@ def load_data(data_args: DataTrainingArguments, training_args, cache_dir: str | 
     return GlueData(splits, task.name, task.is_regression, labels, names, task)
 
 
-def limit_splits(data: GlueData, data_args: DataTrainingArguments) -> None:
+def limit_splits(data: GlueData, data_args: GlueDataArguments) -> None:
     """Apply --max_{train,eval,predict}_samples before tokenization (cheaper than after)."""
     for split in list(data.splits):
         cap = {"train": data_args.max_train_samples}.get(
@@ -217,12 +216,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     train_examples = len(data.splits["train"]) if "train" in data.splits else None
     if train_examples is not None and data_args.max_train_samples is not None:
         train_examples = min(train_examples, data_args.max_train_samples)
-    check_prune_window(model_args, training_args, train_examples)  # one example is one feature here
-    check_output_dir(training_args)
+    check_task_prune_window(model_args, training_args, train_examples)  # one example is one feature here
+    check_task_output_dir(training_args)
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args)
     id2label = dict(enumerate(data.label_names)) if data.label_names else None
-    config = load_config(
+    config = load_task_config(
         model_args,
         num_labels=data.num_labels,
         finetuning_task=data.name,

@@ -31,17 +31,16 @@ from transformers import AutoModelForQuestionAnswering, set_seed
 from ..config import HomoDistilConfig
 from ..errors import UserError
 from ..metrics import squad_compute, squad_v2_compute
-from ..tasks import (
-    DataArgumentsBase,
-    ModelArguments,
+from ..tasks.arguments import DataArgumentsBase, ModelArguments
+from ..tasks.runtime import (
     build_trainer,
     check_model_paths,
-    check_output_dir,
-    check_prune_window,
+    check_task_output_dir,
+    check_task_prune_window,
     limit,
-    load_config,
     load_hub_dataset,
     load_model,
+    load_task_config,
     load_tokenizer,
     maybe_wrap_lora,
     padding_collator,
@@ -67,7 +66,7 @@ logger = logging.getLogger("homodistil_hf")
 
 
 @dataclass
-class DataTrainingArguments(DataArgumentsBase):
+class SquadDataArguments(DataArgumentsBase):
     """Which SQuAD data to use, how to window it, and how to decode answers."""
 
     dataset_name: str | None = field(
@@ -116,10 +115,10 @@ class DataTrainingArguments(DataArgumentsBase):
 
 
 # The flags of run_squad.py (also what tests/test_docs_commands.py parses the documented commands with).
-ARGUMENT_CLASSES = (ModelArguments, DataTrainingArguments, HomoDistilConfig)
+ARGUMENT_CLASSES = (ModelArguments, SquadDataArguments, HomoDistilConfig)
 
 
-def load_examples(data_args: DataTrainingArguments, training_args, cache_dir: str | None) -> dict[str, Dataset]:
+def load_examples(data_args: SquadDataArguments, training_args, cache_dir: str | None) -> dict[str, Dataset]:
     """The 'train' / 'validation' examples the run needs (flat Hub-style columns), checked before any write."""
     v2 = data_args.version_2_with_negative
     need = [s for s, on in (("train", training_args.do_train), ("validation", training_args.do_eval)) if on]
@@ -148,7 +147,7 @@ def load_examples(data_args: DataTrainingArguments, training_args, cache_dir: st
     return {s: raw[s] for s in need}
 
 
-def featurize(examples: dict[str, Dataset], tokenizer, data_args: DataTrainingArguments) -> dict[str, Dataset]:
+def featurize(examples: dict[str, Dataset], tokenizer, data_args: SquadDataArguments) -> dict[str, Dataset]:
     """Windows for training (with answer positions) and evaluation (with example ids and context offsets)."""
     args = (
         tokenizer,
@@ -216,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     require_actions(training_args, model_args)
     check_model_paths(model_args, training_args)
     # Windows per example are known only after tokenization: a run in epochs is checked at export instead.
-    check_prune_window(model_args, training_args, None)
+    check_task_prune_window(model_args, training_args, None)
     if training_args.do_predict:
         raise UserError("run_squad has no --do_predict: evaluate a file with --do_eval --validation_file FILE")
     if training_args.eval_strategy != "no":
@@ -225,11 +224,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
     # Everything that can fail on the user's input is checked before the output folder is touched.
     examples = load_examples(data_args, training_args, model_args.cache_dir)
-    check_output_dir(training_args)
+    check_task_output_dir(training_args)
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args)
     require_offsets(tokenizer)
-    model = load_model(AutoModelForQuestionAnswering, model_args, load_config(model_args))
+    model = load_model(AutoModelForQuestionAnswering, model_args, load_task_config(model_args))
     model = maybe_wrap_lora(model, model_args, training_args, "QUESTION_ANS")
 
     if "train" in examples:

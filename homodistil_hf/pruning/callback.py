@@ -17,8 +17,9 @@ import logging
 
 from transformers import TrainerCallback
 
+from ..config import resolve_step
 from .pruner import Pruner
-from .schedule import WidthSchedule, resolve_step
+from .schedule import WidthSchedule
 from .surgery import optimizer_slicer
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class PruningCallback(TrainerCallback):
 
     def __init__(self, pruner: Pruner):
         self.pruner = pruner
+        self.schedule: WidthSchedule | None = None  # fixed at the start of training, once the run's length is known
 
     def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
         pruner = self.pruner
@@ -36,8 +38,8 @@ class PruningCallback(TrainerCallback):
         pruner.rebind()
         start, end = resolve_step(args.prune_start, state.max_steps), resolve_step(args.prune_end, state.max_steps)
         end = max(end, start)
-        pruner.schedule = WidthSchedule(pruner.initial, pruner.target, start, end, args.prune_every,
-                                        args.pruning_schedule)
+        self.schedule = WidthSchedule(pruner.initial, pruner.target, start, end, args.prune_every,
+                                      args.pruning_schedule)
         if optimizer is not None and pruner.physical:
             pruner.listeners = [optimizer_slicer(optimizer)]
         if end > state.max_steps:
@@ -49,11 +51,28 @@ class PruningCallback(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         pruner, step = self.pruner, state.global_step
-        if pruner.in_importance_window(step):
+        if self.in_importance_window(step):
             pruner.importance.step()
-        if pruner.should_prune(step):
-            widths = pruner.schedule.widths_at(step)
+        if self.should_prune(step):
+            widths = self.schedule.widths_at(step)
             pruner.prune_to(widths)
             logger.info("step %d: pruned to %s (sparsity %.3f)", step, widths, pruner.sparsity())
             if pruner.done:
                 pruner.importance.close()  # free the score buffers: nothing more to prune
+
+    def should_prune(self, step: int) -> bool:
+        """Whether `step` is a pruning step whose widths differ from the current ones."""
+        schedule, pruner = self.schedule, self.pruner
+        if schedule is None or pruner.done or step < schedule.start:
+            return False
+        if schedule.widths_at(step) == pruner.state.shape:
+            return False
+        # Past the window (e.g. resumed late), catch up at once.
+        return schedule.is_pruning_step(step) or step >= schedule.end
+
+    def in_importance_window(self, step: int) -> bool:
+        """Whether importance statistics must be updated at `step` (one pruning period before the window on)."""
+        if self.schedule is None or self.pruner.done:
+            return False
+        lo, hi = self.schedule.importance_window()
+        return lo <= step <= hi

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..arch import get_adapter
-from .modules import channel_slices, in_features, in_slices, out_features, out_slices
+from ..arch import ArchAdapter, get_adapter
+from ..arch.modules import channel_slices, in_features, in_slices, out_features, out_slices
 
 
 @dataclass
@@ -140,9 +140,9 @@ def layer_groups(adapter, parts, index: int) -> list[Group]:
     return groups
 
 
-def build_groups(model: nn.Module) -> list[Group]:
+def build_groups(model: nn.Module, adapter: ArchAdapter | None = None) -> list[Group]:
     """All structure groups of `model` in its current shape."""
-    adapter = get_adapter(model)
+    adapter = adapter or get_adapter(model)
     groups = []
     for i, parts in enumerate(adapter.layers(model)):
         groups += layer_groups(adapter, parts, i)

@@ -5,7 +5,11 @@
   structure. Needs a gradient every step of the pruning window (`step()`).
 - `magnitude`: |w| summed over each structure.
 - `activation`: mean |activation| of each structure over the tokens seen since the last pruning step.
+- `taylor_structure`: one number per structure (`StructureImportance`, the per-structure family: per-weight value,
+  reduction and score are pluggable; its ablations are registered from `benchmarks/importance_ablations.py`).
 - `random`: uniform random scores (seeded), the ablation's floor.
+
+Names map to classes in `homodistil_hf.registry` (light: parsing flags imports no torch module).
 
 All metrics share one interface: `step()` each optimizer step inside the window, `scores(groups)` at a pruning
 step, `on_slice` to follow physical surgery, and `state_dict` / `load_state_dict` (tensors only) for checkpoints.
@@ -13,25 +17,23 @@ step, `on_slice` to follow physical surgery, and `state_dict` / `load_state_dict
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 from torch import nn
 
+from ..registry import importance_class
 from .groups import Group, prunable_parameters
 from .sharding import all_reduce_sum, is_sharded, local, narrow_to
-
-IMPORTANCES: dict[str, type[Importance]] = {}
-
-
-def register(cls: type[Importance]) -> type[Importance]:
-    """Class decorator: make a metric available as `--importance <cls.name>` (the config's choices read this)."""
-    IMPORTANCES[cls.name] = cls
-    return cls
 
 
 class Importance:
     """Base class. Subclasses implement `scores(groups)` or `element_scores()`."""
 
     name = "base"
+    # Whether the metric works from sharded (FSDP2) parameters, which no rank holds whole: per-structure sums reduced
+    # across ranks, activations (every rank computes full ones) and random scores do; per-weight statistics do not.
+    works_on_shards = False
 
     @classmethod
     def from_config(cls, args) -> Importance:
@@ -87,8 +89,9 @@ class Importance:
         """Release buffers and hooks (pruning is over)."""
 
 
-@register
 class MagnitudeImportance(Importance):
+    """|w| summed over each structure. Stateless: its checkpoint is empty."""
+
     name = "magnitude"
 
     @torch.no_grad()
@@ -96,9 +99,10 @@ class MagnitudeImportance(Importance):
         return {p: p.detach().abs().float() for p in prunable_parameters(self.groups)}
 
 
-@register
 class SensitivityImportance(Importance):
-    """PLATON-style smoothed sensitivity times uncertainty (Zhang et al., 2022), per weight."""
+    """PLATON-style smoothed sensitivity times uncertainty (Zhang et al., 2022), per weight: two float32 buffers the
+    size of every prunable weight. Checkpoint format: `"<parameter name>::ema"` and `"<parameter name>::unc"`, each
+    shaped like the (current, possibly sliced) parameter."""
 
     name = "sensitivity"
 
@@ -171,35 +175,58 @@ class SensitivityImportance(Importance):
         self._buffer = None
 
 
-@register
-class StructureSensitivityImportance(Importance):
-    """The PLATON statistics kept per structure instead of per weight: memory O(structures), not O(weights).
+class StructureImportance(Importance):
+    """Per-structure statistics: one number per structure, memory O(structures) instead of O(weights).
 
-    The smoothed sensitivity is linear in the per-weight |w * grad|, so its sum over a structure is the EMA of the
-    structure's summed sensitivity I_s = sum |w * grad|: that is kept exactly. The uncertainty is defined at the same
-    level, U_s = EMA(|I_s - EMA(I_s)|), and the score is EMA(I_s) * U_s (the per-weight metric sums the per-weight
-    products instead). Buffers are in the teacher's coordinates, so physical pruning never has to slice them.
-    Under masks, pruned weights are masked out of I_s (`masks`, set by the pruner).
+    Each step of the pruning window forms a per-weight value from w * grad (`element`), sums it over each structure
+    (S_s), applies `reduce` to the sum, and keeps EMA(reduce(S_s)) (factor `beta1`); the score is that EMA
+    (`score="ema"`) or the EMA times the uncertainty EMA(|reduce(S_s) - EMA|) (factor `beta2`,
+    `score="ema_x_uncertainty"`, PLATON's product at the structure level). The uncertainty buffer exists only for
+    the score that reads it.
+
+    - `element`: "abs" |w * grad| (PLATON's sensitivity), "signed" w * grad, "square" (w * grad)^2;
+    - `reduce`: "identity" or "square" (with "signed": the squared first-order loss change of removing the whole
+      structure, Molchanov et al. 2019).
+
+    Buffers are in the teacher's coordinates, so physical pruning never slices them; under masks, pruned weights are
+    masked out of the sums (`set_masks`); under FSDP2 each rank sums the shard it holds and the sums are all-reduced,
+    so every rank keeps the same statistics (`works_on_shards`).
+
+    Checkpoint format (`state_dict`): `"<group>::ema"` and, with the uncertainty, `"<group>::unc"`: float32 vectors
+    of the teacher's count of that group's structures (e.g. `"layer3.ffn::ema"`, [intermediate_size]).
     """
 
-    name = "sensitivity_structure"
+    name = "structure"
+    works_on_shards = True
+    ELEMENTS = ("abs", "signed", "square")
+    REDUCTIONS = ("identity", "square")
+    SCORES = ("ema", "ema_x_uncertainty")
+    # The per-weight values are formed in blocks of rows of at most this many elements: the statistics are one
+    # number per structure, so the only memory a step adds is this block (an unchunked 30k x 384 embedding alone
+    # would be a 47 MB temporary, ~7% of a MiniLM run's training memory).
+    chunk_elements = 1 << 18
 
-    def __init__(self, beta1: float = 0.85, beta2: float = 0.95):
+    def __init__(self, element: str = "abs", reduce: str = "identity", score: str = "ema", beta1: float = 0.85,
+                 beta2: float = 0.95):
+        for value, choices in ((element, self.ELEMENTS), (reduce, self.REDUCTIONS), (score, self.SCORES)):
+            if value not in choices:
+                raise ValueError(f"{value!r} is not one of {', '.join(choices)}")
+        self.element, self.reduce, self.score = element, reduce, score
         self.beta1, self.beta2 = beta1, beta2
         self.ema: dict[str, torch.Tensor] = {}
-        self.unc: dict[str, torch.Tensor] = {}
+        self.unc: dict[str, torch.Tensor] = {}  # only with score "ema_x_uncertainty"
         self.masks: dict[nn.Parameter, list[torch.Tensor]] = {}  # per pruned dim, a 0/1 vector
 
     @classmethod
-    def from_config(cls, args) -> StructureSensitivityImportance:
-        return cls(args.importance_beta1, args.importance_beta2)
+    def from_config(cls, args) -> StructureImportance:
+        return cls(beta1=args.importance_beta1, beta2=args.importance_beta2)
 
     def set_masks(self, axis_masks):
         self.masks = axis_masks
 
     def attach(self, model, groups, coords=None):
         super().attach(model, groups, coords)
-        # param -> every (group, dim, ids) that reads it, so each |w * grad| is formed once per step.
+        # param -> every (group, dim, ids) that reads it, so each per-weight value is formed once per step.
         self.uses: dict[nn.Parameter, list[tuple[Group, int, torch.Tensor]]] = {}
         for g in groups:
             for p, dim, ids in g.slices:
@@ -210,11 +237,6 @@ class StructureSensitivityImportance(Importance):
         if self.coords is None or g.name not in self.coords:
             return None, g.size
         return self.coords[g.name]
-
-    # The per-weight |w * grad| is formed in blocks of rows of at most this many elements: the statistics are one
-    # number per structure, so the only memory a step adds is this block (an unchunked 30k x 384 embedding alone
-    # would be a 47 MB temporary, ~7% of a MiniLM run's training memory).
-    chunk_elements = 1 << 18
 
     @torch.no_grad()
     def step(self) -> None:
@@ -231,7 +253,7 @@ class StructureSensitivityImportance(Importance):
             for start in range(0, n, rows_per_chunk):
                 stop = min(n, start + rows_per_chunk)
                 at = (offset[0] + start, *offset[1:]) if weight.dim() else offset
-                block = self._elementwise(weight[start:stop].float() * grad[start:stop].float())
+                block = self._element(weight[start:stop].float() * grad[start:stop].float())
                 self._add_block(sums, p, uses, block, at)
         if sharded:
             device = next(iter(sums.values())).device if sums else None
@@ -239,6 +261,12 @@ class StructureSensitivityImportance(Importance):
                 sums.setdefault(g.name, torch.zeros(g.size, device=device))
             all_reduce_sum([sums[g.name] for g in self.groups])
         self._update(sums)
+
+    def _element(self, wg: torch.Tensor) -> torch.Tensor:
+        """What each weight adds to its structures' sums (in place on the fresh block `wg`)."""
+        if self.element == "abs":
+            return wg.abs_()
+        return wg.square_() if self.element == "square" else wg
 
     def _add_block(self, sums: dict[str, torch.Tensor], p: nn.Parameter, uses, block: torch.Tensor,
                    at: tuple[int, ...]) -> None:
@@ -255,31 +283,31 @@ class StructureSensitivityImportance(Importance):
                 sums[g.name] = torch.zeros(g.size, device=block.device)
             g.accumulate(sums[g.name], rows, narrow_to(ids, 0, at[dim], block.shape[dim]))
 
-    @staticmethod
-    def _elementwise(wg: torch.Tensor) -> torch.Tensor:
-        """What each weight adds to its structures' sums: here its sensitivity |w * grad| (in place)."""
-        return wg.abs_()
-
     def _update(self, sums: dict[str, torch.Tensor]) -> None:
         """Fold this step's per-structure sums into the EMAs."""
         b1, b2 = 1.0 - self.beta1, 1.0 - self.beta2
+        uncertainty = self.score == "ema_x_uncertainty"
         for g in self.groups:
             if g.name not in sums:
                 continue
             index, size = self._index(g)
-            value = sums[g.name]
+            value = sums[g.name].square() if self.reduce == "square" else sums[g.name]
             if g.name not in self.ema:
                 self.ema[g.name] = torch.zeros(size, device=value.device)
-                self.unc[g.name] = torch.zeros(size, device=value.device)
-            ema, unc = self.ema[g.name], self.unc[g.name]
+                if uncertainty:
+                    self.unc[g.name] = torch.zeros(size, device=value.device)
+            ema = self.ema[g.name]
             if index is None:  # every structure is current: in place
                 ema.lerp_(value, b1)
-                unc.lerp_((value - ema).abs(), b2)
+                if uncertainty:
+                    self.unc[g.name].lerp_((value - ema).abs(), b2)
             else:  # only the current structures move; pruned ones keep their last values (never read again)
                 index = index.to(value.device)
                 new = torch.lerp(ema[index], value, b1)
                 ema[index] = new
-                unc[index] = torch.lerp(unc[index], (value - new).abs(), b2)
+                if uncertainty:
+                    unc = self.unc[g.name]
+                    unc[index] = torch.lerp(unc[index], (value - new).abs(), b2)
 
     def scores(self, groups, element_masks=None):
         out = {}
@@ -287,13 +315,10 @@ class StructureSensitivityImportance(Importance):
             if g.name not in self.ema:
                 out[g.name] = torch.zeros(g.view)
                 continue
-            score = self._score(g.name)
+            score = self.ema[g.name] * self.unc[g.name] if self.score == "ema_x_uncertainty" else self.ema[g.name]
             index, _ = self._index(g)
             out[g.name] = (score if index is None else score[index.to(score.device)]).reshape(g.view).cpu()
         return out
-
-    def _score(self, name: str) -> torch.Tensor:
-        return self.ema[name] * self.unc[name]
 
     def state_dict(self, names):
         return {f"{k}::{kind}": v for kind, buf in (("ema", self.ema), ("unc", self.unc)) for k, v in buf.items()}
@@ -310,55 +335,24 @@ class StructureSensitivityImportance(Importance):
         self.masks.clear()
 
 
-@register
-class StructureSensitivityEMAImportance(StructureSensitivityImportance):
-    """Per-structure sensitivity without the uncertainty factor: the score is EMA(I_s) alone (an ablation of
-    `sensitivity_structure`, whose structure-level uncertainty is much smoother than the per-weight one)."""
-
-    name = "sensitivity_structure_ema"
-
-    def _score(self, name: str) -> torch.Tensor:
-        return self.ema[name]
-
-
-@register
-class StructureSecondMomentImportance(StructureSensitivityEMAImportance):
-    """EMA of the structure's summed squared sensitivity, sum (w * grad)^2: one value per structure, like
-    `sensitivity_structure`, but keeping the per-weight fluctuation the summed |w * grad| averages away.
-
-    Why: the per-weight metric sums I_bar_j * U_bar_j over the structure. Where a weight's uncertainty scales with its
-    mean sensitivity (U_bar_j ~ c I_bar_j), that sum is ~ c sum I_bar_j^2, and EMA(sum I_j^2) = sum EMA(I_j^2)
-    = sum (I_bar_j^2 + variance): the mean-squared part plus a variance part, the role the uncertainty plays. It is
-    linear in per-weight statistics, so it is kept exactly per structure.
-    """
-
-    name = "sensitivity_structure_sq"
-
-    @staticmethod
-    def _elementwise(wg: torch.Tensor) -> torch.Tensor:
-        return wg.square_()
-
-
-@register
-class TaylorStructureImportance(StructureSensitivityEMAImportance):
-    """Group Taylor importance (Molchanov et al., 2019): EMA over steps of (sum over the structure of w * grad)^2,
-    the squared first-order change of the loss when the whole structure is removed. One value per structure."""
+class TaylorStructureImportance(StructureImportance):
+    """Group Taylor importance (Molchanov et al., 2019, "Importance Estimation for Neural Network Pruning"): the EMA
+    over steps of (sum over the structure of w * grad)^2, the squared first-order change of the loss when the whole
+    structure is removed. One value per structure; works on FSDP2 shards. Checkpoint: `"<group>::ema"` vectors (see
+    `StructureImportance`)."""
 
     name = "taylor_structure"
 
-    @staticmethod
-    def _elementwise(wg: torch.Tensor) -> torch.Tensor:
-        return wg  # signed: the structure's sum is the first-order loss change
-
-    def _update(self, sums):
-        super()._update({k: v.square() for k, v in sums.items()})
+    def __init__(self, beta1: float = 0.85, beta2: float = 0.95):
+        super().__init__(element="signed", reduce="square", score="ema", beta1=beta1, beta2=beta2)
 
 
-@register
 class RandomImportance(Importance):
-    """Random scores from a seeded generator (the same on every rank)."""
+    """Random scores from a seeded generator (the same on every rank). Checkpoint: `"generator_state"` (the
+    generator's byte state), so a resumed run draws the same scores."""
 
     name = "random"
+    works_on_shards = True
 
     def __init__(self, seed: int = 0):
         self.generator = torch.Generator().manual_seed(seed)
@@ -378,11 +372,13 @@ class RandomImportance(Importance):
             self.generator.set_state(tensors["generator_state"])
 
 
-@register
 class ActivationImportance(Importance):
-    """Mean |activation| per structure over the training tokens seen since the last pruning step."""
+    """Mean |activation| per structure over the training tokens seen since the last pruning step. Checkpoint:
+    `"<module name>::<input|output>::sum"` (float32 [features]) and `"...::count"` (tokens seen), the sums since
+    the last pruning step, so a resumed run scores on the same tokens."""
 
     name = "activation"
+    works_on_shards = True
 
     def __init__(self):
         self.sums: dict[tuple[int, str], torch.Tensor] = {}
@@ -470,10 +466,6 @@ class ActivationImportance(Importance):
 
 
 def build_importance(name: str, beta1: float = 0.85, beta2: float = 0.95, seed: int = 0) -> Importance:
-    """The importance metric registered as `name` (see `IMPORTANCES`)."""
-    if name not in IMPORTANCES:
-        raise ValueError(f"unknown importance {name!r}; registered: {', '.join(IMPORTANCES)}")
-    from types import SimpleNamespace
-
-    return IMPORTANCES[name].from_config(SimpleNamespace(importance_beta1=beta1, importance_beta2=beta2,
-                                                         pruning_seed=seed, seed=seed))
+    """The importance metric registered as `name` (`homodistil_hf.registry`), built as a run's flags would."""
+    args = SimpleNamespace(importance_beta1=beta1, importance_beta2=beta2, pruning_seed=seed, seed=seed)
+    return importance_class(name).from_config(args)

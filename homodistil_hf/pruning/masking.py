@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..arch import get_adapter
-from .modules import in_features, norm_over, out_features
+from ..arch import ArchAdapter, get_adapter
+from ..arch.modules import head_rows, in_features, norm_over, out_features
 from .sharding import is_sharded
 from .state import PruningState
 
@@ -29,16 +29,12 @@ def _dense_mask(kept: torch.Tensor, size: int, like: torch.Tensor) -> torch.Tens
     return mask
 
 
-def _head_rows(heads: torch.Tensor, dims: torch.Tensor, head_dim: int) -> torch.Tensor:
-    return (heads[:, None] * head_dim + dims).reshape(-1)
-
-
 class Masker:
     """Installs forward hooks that mask a model to a `PruningState` (teacher coordinates = the model's)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, adapter: ArchAdapter | None = None):
         self.model = model
-        self.adapter = get_adapter(model)
+        self.adapter = adapter or get_adapter(model)
         self.handles: list[torch.utils.hooks.RemovableHandle] = []
         self.state: PruningState | None = None
 
@@ -53,10 +49,10 @@ class Masker:
             neurons = in_features(parts.ffn_out)
             if len(keep.ffn) < neurons:
                 self._mask_input(parts.ffn_out, _dense_mask(keep.ffn, neurons, like))
-            ctx = _dense_mask(_head_rows(keep.heads, keep.v, head_dim), width, like)
+            ctx = _dense_mask(head_rows(keep.heads, keep.v, head_dim), width, like)
             if ctx.sum() < ctx.numel():
                 self._mask_input(parts.o, ctx)
-            q = _dense_mask(_head_rows(keep.heads, keep.qk, head_dim), width, like)
+            q = _dense_mask(head_rows(keep.heads, keep.qk, head_dim), width, like)
             if q.sum() < q.numel():
                 # A fused projection's other parts (keys, values) pass through unmasked.
                 full = torch.ones(out_features(parts.q.module), dtype=like.dtype, device=like.device)

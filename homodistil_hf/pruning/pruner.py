@@ -18,13 +18,12 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..arch import check_model_supported
+from ..arch import Shape, check_model_supported, shape_of
+from ..arch.modules import head_rows
 from ..errors import UserError
 from .groups import Group, build_groups, prunable_parameters
 from .importance import Importance
 from .masking import Masker
-from .schedule import WidthSchedule
-from .shape import Shape
 from .state import LayerKeep, PruningState, selection_between
 from .surgery import SliceListener, prune_model
 
@@ -58,22 +57,21 @@ def _keep_top(scores: torch.Tensor, kept: torch.Tensor, k: int, physical: bool) 
 
 
 class Pruner:
-    """Prunes `model` (a copy of the teacher) towards `target` on `schedule`, by `importance`."""
+    """Prunes `model` (a copy of the teacher) towards `target` by `importance`, one `prune_to(widths)` at a time
+    (when, and to which widths, is the schedule's business: `PruningCallback`)."""
 
-    def __init__(self, model: nn.Module, target: Shape, importance: Importance, physical: bool = True,
-                 schedule: WidthSchedule | None = None):
+    def __init__(self, model: nn.Module, target: Shape, importance: Importance, physical: bool = True):
         self.adapter = check_model_supported(model)
         self.model = model
-        self.initial = Shape.of_config(model.config)
+        self.initial = shape_of(model.config)
         self.target = target
         self.importance = importance
         self.physical = physical
-        self.schedule = schedule
         self.num_layers = len(self.adapter.layers(model))
         self.state = PruningState.full(self.initial, self.num_layers)
-        self.masker = None if physical else Masker(model)
+        self.masker = None if physical else Masker(model, self.adapter)
         self.listeners: list[SliceListener] = []
-        self.groups = build_groups(model)
+        self.groups = build_groups(model, self.adapter)
         self.teacher_sizes = {g.name: g.size for g in self.groups}
         self.importance.attach(model, self.groups)
         self.initial_prunable = self._prunable_numel()
@@ -82,21 +80,6 @@ class Pruner:
     @property
     def done(self) -> bool:
         return self.state.shape == self.target
-
-    def should_prune(self, step: int) -> bool:
-        """Whether `step` is a pruning step whose widths differ from the current ones."""
-        if self.schedule is None or self.done or step < self.schedule.start:
-            return False
-        if self.schedule.widths_at(step) == self.state.shape:
-            return False
-        # Past the window (e.g. resumed late), catch up at once.
-        return self.schedule.is_pruning_step(step) or step >= self.schedule.end
-
-    def in_importance_window(self, step: int) -> bool:
-        if self.schedule is None or self.done:
-            return False
-        lo, hi = self.schedule.importance_window()
-        return lo <= step <= hi
 
     def prune_to(self, widths: Shape) -> PruningState:
         """One pruning step: score, select the structures to keep at `widths`, apply."""
@@ -150,9 +133,9 @@ class Pruner:
         """Make the model hold exactly `new`'s structures."""
         if self.physical:
             prune_model(self.model, selection_between(self.state, new),
-                        listeners=[self.importance.on_slice, *self.listeners])
+                        listeners=[self.importance.on_slice, *self.listeners], adapter=self.adapter)
             self.state = new
-            self.groups = build_groups(self.model)
+            self.groups = build_groups(self.model, self.adapter)
             self.importance.attach(self.model, self.groups, self._coords())
         else:
             self.masker.apply(new)
@@ -177,7 +160,7 @@ class Pruner:
         current = {id(p) for p in self.model.parameters()}
         if all(id(p) in current for p in prunable_parameters(self.groups)):
             return False
-        self.groups = build_groups(self.model)
+        self.groups = build_groups(self.model, self.adapter)
         self.importance.attach(self.model, self.groups, self._coords() if self.physical else None)
         if not self.physical:
             self.importance.set_masks(self._axis_masks())
@@ -304,7 +287,7 @@ def _kept_structures(group: Group, state: PruningState, teacher: Shape) -> torch
     if group.kind in ("ffn", "kv", "heads"):
         return {"ffn": keep.ffn, "kv": keep.kv, "heads": keep.heads}[group.kind]
     dims = keep.qk if group.kind == "qk" else keep.v
-    return (keep.heads[:, None] * teacher.head_dim + dims).reshape(-1)
+    return head_rows(keep.heads, dims, teacher.head_dim)
 
 
 def _kept_mask(group: Group, state: PruningState) -> torch.Tensor:

@@ -17,12 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .shape import Shape
-
-
-def resolve_step(value: float, max_steps: int) -> int:
-    """A step given as a fraction of training (< 1) or as an absolute step (>= 1)."""
-    return int(round(value * max_steps)) if value < 1 else int(value)
+from ..arch import Shape
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .shape import Shape
+from ..arch import Shape
 
 
 @dataclass

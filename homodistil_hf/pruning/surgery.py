@@ -18,9 +18,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from ..arch import get_adapter
-from .modules import Proj, channel_slices, in_slices, out_slices, set_sizes
-from .shape import Shape
+from ..arch import ArchAdapter, Shape, get_adapter
+from ..arch.modules import Proj, channel_slices, head_rows, in_slices, out_slices, set_sizes
 from .state import Selection
 
 SliceListener = Callable[[nn.Parameter, int, torch.Tensor, torch.Size], None]
@@ -69,11 +68,6 @@ def _slice_channels(slicer: _Slicer, module: nn.Module, index: torch.Tensor) -> 
     set_sizes(module)
 
 
-def _head_rows(heads: torch.Tensor, dims: torch.Tensor, head_dim: int) -> torch.Tensor:
-    """Row indices of q/k/v weights for the kept (head, dim) pairs; rows are laid out head-major."""
-    return (heads[:, None] * head_dim + dims).reshape(-1)
-
-
 def _slice_projections(slicer: _Slicer, parts: list[tuple[Proj, torch.Tensor]]) -> None:
     """Slice the output features of projections, each given as (its part of a module, the rows kept in that part);
     the parts of one fused module are sliced together, in offset order."""
@@ -85,12 +79,13 @@ def _slice_projections(slicer: _Slicer, parts: list[tuple[Proj, torch.Tensor]]) 
         _slice_out(slicer, entries[0][0].module, torch.cat([rows + proj.offset for proj, rows in entries]))
 
 
-def prune_model(model: nn.Module, selection: Selection, listeners: Iterable[SliceListener] = ()) -> None:
+def prune_model(model: nn.Module, selection: Selection, listeners: Iterable[SliceListener] = (),
+                adapter: ArchAdapter | None = None) -> None:
     """Keep only the selected structures of `model`, in place; module attributes and the config's widths follow.
 
     `selection` holds positions in the model's current tensors (see `state.selection_between`).
     """
-    adapter = get_adapter(model)
+    adapter = adapter or get_adapter(model)
     slicer = _Slicer(listeners)
     layers = adapter.layers(model)
     if len(layers) != len(selection.layers):
@@ -98,11 +93,11 @@ def prune_model(model: nn.Module, selection: Selection, listeners: Iterable[Slic
 
     for parts, sel in zip(layers, selection.layers, strict=True):
         heads, kv_heads, head_dim = adapter.attention_dims(parts)
-        q_rows = _head_rows(sel.heads, sel.qk, head_dim)
-        o_cols = _head_rows(sel.heads, sel.v, head_dim)
+        q_rows = head_rows(sel.heads, sel.qk, head_dim)
+        o_cols = head_rows(sel.heads, sel.v, head_dim)
         if kv_heads != heads:  # grouped-query attention: keys and values follow the kept groups, all their dims
             full = torch.arange(head_dim).repeat(len(sel.kv), 1)
-            k_rows = v_rows = _head_rows(sel.kv, full, head_dim)
+            k_rows = v_rows = head_rows(sel.kv, full, head_dim)
         else:
             k_rows, v_rows = q_rows, o_cols
         _slice_projections(slicer, [(parts.q, q_rows), (parts.k, k_rows), (parts.v, v_rows)])

@@ -17,10 +17,9 @@ import copy
 import torch
 from transformers import AutoModel
 
-from ..arch import get_adapter
+from ..arch import Shape, get_adapter, shape_of
 from ..config import HomoDistilConfig, parse_param_count
 from ..errors import UserError
-from .shape import Shape
 
 
 def valid_head_counts(teacher: Shape, hidden: int, adapter=None) -> list[int]:
@@ -57,7 +56,7 @@ def check_target(teacher_config, hidden: int, heads: int, intermediate: int, kv_
                  head_dim: int | None = None) -> Shape:
     """Validate a target shape against the teacher's config; a `UserError` naming valid choices otherwise."""
     adapter = get_adapter(teacher_config)
-    teacher = Shape.of_config(teacher_config)
+    teacher = shape_of(teacher_config)
     family = teacher_config.model_type
     for flag, value, limit in (
         ("--target_hidden_size", hidden, teacher.hidden),
@@ -140,7 +139,7 @@ def shape_for_params(teacher_config, target: int) -> Shape:
     the head size stays as close to the teacher's as the stock config allows), or the teacher's head count scaled by
     the same factor for families with one. Raises if the teacher is below `target`.
     """
-    teacher = Shape.of_config(teacher_config)
+    teacher = shape_of(teacher_config)
     adapter = get_adapter(teacher_config)
     full = count_backbone_params(teacher_config)
     if target > full:
@@ -172,7 +171,7 @@ def resolve_target(teacher_config, args: HomoDistilConfig) -> Shape | None:
     if args.target_params is not None:
         return shape_for_params(teacher_config, parse_param_count(args.target_params))
     adapter = get_adapter(teacher_config)
-    teacher = Shape.of_config(teacher_config)
+    teacher = shape_of(teacher_config)
     hidden = args.target_hidden_size or teacher.hidden
     heads = args.target_num_attention_heads or teacher.heads
     intermediate = args.target_intermediate_size or teacher.intermediate

@@ -16,6 +16,7 @@ from datasets import Dataset, DatasetDict, load_dataset
 
 from ..errors import UserError
 from ..validate import check_input_file
+from .runtime import load_hub_dataset
 
 logger = logging.getLogger("homodistil_hf")
 
@@ -268,8 +269,6 @@ def load_glue_dir(data_dir: str | Path, task: GlueTask, need: set[str]) -> Datas
 
 def load_glue_hub(task: GlueTask, need: set[str], cache_dir: str | None = None) -> DatasetDict:
     """Load a task of the Hub `glue` dataset and rename its columns to the normalized ones."""
-    from . import load_hub_dataset
-
     hint = "pass --data_dir with the GLUE TSV files, or --train_file / --validation_file"
     raw = load_hub_dataset(GLUE_HUB_ID, task.name, cache_dir, hint)
     raw = DatasetDict({_HUB_SPLITS.get(k, k): v for k, v in raw.items()})

@@ -28,6 +28,12 @@ class Proj:
     offset: int = 0
 
 
+def head_rows(heads: torch.Tensor, dims: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """Row indices into a head-major q / k / v weight ([heads x head_dim] rows) of the kept (head, dim) pairs:
+    `heads` [a] kept head indices, `dims` [a, d] kept dims of each, -> [a * d] rows."""
+    return (heads[:, None] * head_dim + dims).reshape(-1)
+
+
 def is_rms_norm(module: nn.Module) -> bool:
     """RMSNorm-style: a scale `weight`, no bias, normalising over the last dim (LlamaRMSNorm, Qwen3RMSNorm, ...)."""
     return type(module).__name__.endswith("RMSNorm") and isinstance(getattr(module, "weight", None), nn.Parameter)

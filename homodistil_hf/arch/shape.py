@@ -23,13 +23,6 @@ class Shape:
         if self.kv_heads is None:
             object.__setattr__(self, "kv_heads", self.heads)
 
-    @classmethod
-    def of_config(cls, config) -> Shape:
-        """The shape of a stock config (through the family's adapter)."""
-        from ..arch import get_adapter
-
-        return get_adapter(config).shape_of(config)
-
     @property
     def group_size(self) -> int:
         """Query heads per key/value head."""
