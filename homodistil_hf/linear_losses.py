@@ -264,15 +264,19 @@ def final_hidden_and_head(model: torch.nn.Module, **inputs):
     accelerate's forward wrappers run) with `logits_to_keep` an empty index tensor: the CausalLMs slice the hidden
     states with it before the head (`slice_logits_to_keep`), so the head multiplies zero rows.
     `inputs` are the model's keyword inputs without `labels` (the loss is computed from `hidden`). A DDP-style wrapper
-    (`.module`) is unwrapped to find the head. Errors: ValueError if `labels` is given or the model has no output
-    embeddings.
+    (`.module`) is unwrapped to find the head; `output_hidden_states` in `inputs` is ignored (always on). Errors:
+    ValueError if `labels` is given, the model has no output embeddings, or its head has forward hooks (masks,
+    adapters) that multiplying by its weight would skip.
     """
     if "labels" in inputs:
         raise ValueError("final_hidden_and_head computes no logits: pass the inputs without labels")
+    inputs.pop("output_hidden_states", None)  # always on here; a caller's flag for the hidden-state loss is welcome
     core = model.module if hasattr(model, "module") else model
     head = core.get_output_embeddings()
     if head is None:
         raise ValueError(f"{type(core).__name__} has no output embeddings (LM head)")
+    if head._forward_hooks or head._forward_pre_hooks:
+        raise ValueError(f"the LM head of {type(core).__name__} has forward hooks, which hidden @ weight.T would skip")
     ref = inputs.get("input_ids", inputs.get("inputs_embeds"))
     keep = torch.zeros(0, dtype=torch.long, device=None if ref is None else ref.device)
     outputs = model(**inputs, output_hidden_states=True, logits_to_keep=keep)

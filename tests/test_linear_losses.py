@@ -292,3 +292,13 @@ def test_final_hidden_and_head_refuses_labels():
     ids = torch.randint(5, 50, (1, 4))
     with pytest.raises(ValueError, match="labels"):
         final_hidden_and_head(model, input_ids=ids, labels=ids)
+
+
+def test_final_hidden_and_head_takes_the_hidden_flag_and_refuses_a_hooked_head():
+    model = tiny_decoder("qwen2")
+    ids = torch.randint(5, 50, (1, 4))
+    hidden, _, _, outputs = final_hidden_and_head(model, input_ids=ids, output_hidden_states=True)
+    assert outputs.hidden_states[-1] is hidden
+    model.lm_head.register_forward_pre_hook(lambda mod, args: (args[0] * 0,))
+    with pytest.raises(ValueError, match="hooks"):
+        final_hidden_and_head(model, input_ids=ids)
