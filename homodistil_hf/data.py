@@ -110,11 +110,35 @@ def pack_blocks(raw, tokenizer, max_seq_length: int, text_column_name: str | Non
     the tokenizer's special tokens, as always), a `messages` column, or `prompt`/`completion` columns (rendered with
     the chat template; see `chat_data`). Conversational layouts also get a `labels` column: the token ids, -100
     where `assistant_only_loss` / `completion_only_loss` exclude a token. Packing concatenates every column, so each
-    token's label travels with it into its block. Document boundaries inside a block are not masked (as in TRL's
-    packing and the text corpus before): the first token of a document is a target of the previous document's last
+    token's label travels with it into its block. Document boundaries inside a block are not masked (as for
+    the text corpus before): the first token of a document is a target of the previous document's last
     token when its own label allows it; with a loss mask it is a template or prompt token, so it is -100 anyway.
     Errors: `UserError` for a loss mask the layout cannot have, or conversational data without a chat template.
     """
+    tokenized = tokenize_corpus(raw, tokenizer, text_column_name, num_proc, overwrite_cache, None if packing else
+                                max_seq_length, assistant_only_loss, completion_only_loss)
+    if not packing:
+        return tokenized
+
+    def group(batch):
+        joined = {k: list(chain.from_iterable(batch[k])) for k in batch}
+        total = (len(joined["input_ids"]) // max_seq_length) * max_seq_length
+        return {k: [v[i:i + max_seq_length] for i in range(0, total, max_seq_length)] for k, v in joined.items()}
+
+    out = {}
+    for name, ds in tokenized.items():
+        is_iterable = isinstance(ds, IterableDataset)
+        out[name] = ds.map(group, batched=True, **({} if is_iterable else {
+            "num_proc": num_proc, "load_from_cache_file": not overwrite_cache,
+            "desc": f"Packing {name} into {max_seq_length}-token blocks"}))
+    return out
+
+
+def tokenize_corpus(raw, tokenizer, text_column_name: str | None = None, num_proc: int | None = None,
+                    overwrite_cache: bool = False, max_length: int | None = None, assistant_only_loss: bool = False,
+                    completion_only_loss: bool = False) -> dict:
+    """Each split of `raw` tokenised one row per example (truncated to `max_length` if given), as `pack_blocks`
+    describes: `input_ids`, `attention_mask`, and `special_tokens_mask` (text) or `labels` (conversational)."""
     split = next(iter(raw.values()))
     layout = detect_layout(split.column_names) if text_column_name is None else "text"
     conversational = layout == "messages"
@@ -128,26 +152,15 @@ def pack_blocks(raw, tokenizer, max_seq_length: int, text_column_name: str | Non
         if layout == "text":
             texts = [t for t in batch[column] if t and not t.isspace()]
             return tokenizer(texts, return_special_tokens_mask=True,
-                             **({} if packing else {"truncation": True, "max_length": max_seq_length}))
+                             **({} if max_length is None else {"truncation": True, "max_length": max_length}))
         rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
         encoded = [encode_example(r, tokenizer, layout, assistant_only_loss, completion_only_loss) for r in rows]
-        return {k: [e[k][:None if packing else max_seq_length] for e in encoded] for k in encoded[0]} if rows else {}
-
-    def group(batch):
-        joined = {k: list(chain.from_iterable(batch[k])) for k in batch}
-        total = (len(joined["input_ids"]) // max_seq_length) * max_seq_length
-        return {k: [v[i:i + max_seq_length] for i in range(0, total, max_seq_length)] for k, v in joined.items()}
+        return {k: [e[k][:max_length] for e in encoded] for k in ("input_ids", "attention_mask", "labels")}
 
     is_iterable = isinstance(split, IterableDataset)
     map_kwargs = {} if is_iterable else {"num_proc": num_proc, "load_from_cache_file": not overwrite_cache}
-    out = {}
-    for name, ds in raw.items():
-        tokenized = ds.map(tokenize, batched=True, remove_columns=remove, **map_kwargs,
-                           **({} if is_iterable else {"desc": f"Tokenising {name}"}))
-        out[name] = tokenized if not packing else tokenized.map(
-            group, batched=True, **map_kwargs,
-            **({} if is_iterable else {"desc": f"Packing {name} into {max_seq_length}-token blocks"}))
-    return out
+    return {name: ds.map(tokenize, batched=True, remove_columns=remove, **map_kwargs,
+                         **({} if is_iterable else {"desc": f"Tokenising {name}"})) for name, ds in raw.items()}
 
 
 def kd_positions(labels: torch.Tensor) -> torch.Tensor:
