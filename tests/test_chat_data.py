@@ -158,3 +158,55 @@ def test_errors(tmp_path):
     assert dropping != CHATML
     with pytest.raises(UserError, match="add the markers"):
         pack_blocks(chat, tiny_chat_tokenizer(dropping), 16, assistant_only_loss=True)
+
+
+# SmolLM2-135M-Instruct's chat template, verbatim (from its GGUF): ChatML with a default system prompt, no markers.
+SMOLLM2 = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>"
+           "system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}"
+           "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+           "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+def test_real_template_prefix_diff(tmp_path):
+    """A released template without markers (SmolLM2's, which adds a system prompt): the prefix diff finds the
+    assistant turns, their content and end-of-turn token."""
+    tokenizer = tiny_chat_tokenizer(SMOLLM2)
+    system = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    docs = []
+    for conv in CONVERSATIONS:
+        pieces = [] if conv[0]["role"] == "system" else turn("system", system, False)
+        docs.append(hand(tokenizer, pieces + [p for m in conv for p in turn(m["role"], m["content"],
+                                                                             m["role"] == "assistant")]))
+    raw = write_jsonl(tmp_path / "chat.jsonl", [{"messages": c} for c in CONVERSATIONS])
+    check(tokenizer, raw, docs, False, 64, assistant_only_loss=True)
+
+
+def test_squad_to_messages_example(tmp_path):
+    """examples/squad_to_messages.py on a two-article SQuAD-format file: the held-out article becomes the
+    validation file and the MC task, and the assistant-only labels of the training rows are the answers."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "squad_to_messages.py"
+    spec = importlib.util.spec_from_file_location("squad_to_messages", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    qas = [("Where does the river flow?", "to the sea"), ("When was the city founded?", "in 1850"),
+           ("What is in the north?", "the city"), ("How are you?", "there")]
+    data = {"data": [{"title": f"A{a}", "paragraphs": [{"context": "The river flows to the sea, in the north.",
+                                                         "qas": [{"id": f"{a}{i}", "question": q,
+                                                                  "answers": [{"text": ans, "answer_start": 0}]}
+                                                                 for i, (q, ans) in enumerate(qas)]}]}
+                     for a in range(2)]}
+    (tmp_path / "squad.json").write_text(json.dumps(data))
+    counts = module.main([str(tmp_path / "squad.json"), str(tmp_path / "out"), "--holdout_articles", "1",
+                          "--mc_task_dir", str(tmp_path / "tasks")])
+    assert counts == {"train": 4, "validation": 4, "mc_examples": 4}
+    tokenizer = tiny_chat_tokenizer(CHATML)
+    rows = pack_blocks(load_raw(train_file=str(tmp_path / "out" / "train.jsonl")), tokenizer, 256, packing=False,
+                       assistant_only_loss=True)["train"]
+    answers = [tokenizer.decode([t for t in r["labels"] if t != -100]) for r in rows]
+    assert answers == [f"{a}<|im_end|>" for _, a in qas]
+    assert (tmp_path / "tasks" / "squad_mc_holdout.yaml").is_file()
+    with pytest.raises(UserError, match="--holdout_articles 2: pass 1 to 1"):
+        module.main([str(tmp_path / "squad.json"), str(tmp_path / "out"), "--holdout_articles", "2"])
