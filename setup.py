@@ -40,6 +40,8 @@ setup(
         # GGUF teachers (--teacher_name_or_path model.gguf): transformers reads them through the gguf package.
         "gguf": ["gguf>=0.10"],
         "bench": ["matplotlib"],
+        # Evaluation as LLM users do it (homodistil_hf.llm_eval): lm-evaluation-harness tasks, local task YAMLs.
+        "lm_eval": ["lm-eval>=0.4,<0.5"],
     },
     entry_points={
         "console_scripts": [

@@ -1,5 +1,8 @@
 """Corpora for task-agnostic distillation: load raw text (Hub dataset or local files), tokenise with the teacher's
 tokenizer, and pack into fixed-length blocks (like the transformers `run_mlm.py` example, cached by `datasets`).
+Conversational corpora (TRL's `messages` or `prompt`/`completion` columns) are rendered with the chat template and
+carry `labels` masked to the assistant's or the completion's tokens (`chat_data`); `kd_positions` turns such labels
+into the positions a causal LM's logit distillation term counts.
 
 `ResumableMLMCollator` masks each batch from a generator seeded by the batch itself, so that a run resumed from a
 checkpoint sees exactly the masks the uninterrupted run saw.
@@ -27,6 +30,7 @@ import torch
 from datasets import DatasetDict, IterableDataset, load_dataset
 from transformers import DataCollatorForLanguageModeling, TrainerCallback
 
+from .chat_data import check_layout, detect_layout, encode_example
 from .errors import UserError
 
 TEXT_SUFFIXES = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv"}
@@ -97,31 +101,78 @@ def text_column(dataset, name: str | None = None) -> str:
 
 
 def pack_blocks(raw, tokenizer, max_seq_length: int, text_column_name: str | None = None, num_proc: int | None = None,
-                overwrite_cache: bool = False):
-    """Tokenise every line and pack the token stream into blocks of `max_seq_length` (the tail is dropped)."""
-    split = next(iter(raw.values()))
-    column = text_column(split, text_column_name)
-    remove = list(split.column_names) if split.column_names is not None else None
+                overwrite_cache: bool = False, packing: bool = True, assistant_only_loss: bool = False,
+                completion_only_loss: bool = False):
+    """Tokenise every row and pack the token stream into blocks of `max_seq_length` (the tail is dropped), or, with
+    `packing=False`, keep one row per example, truncated to `max_seq_length` (the collator pads).
 
-    def tokenize(batch):
-        texts = [t for t in batch[column] if t and not t.isspace()]
-        return tokenizer(texts, return_special_tokens_mask=True)
+    The layout comes from the columns (`chat_data.detect_layout`): plain text (every non-blank line tokenised with
+    the tokenizer's special tokens, as always), a `messages` column, or `prompt`/`completion` columns (rendered with
+    the chat template; see `chat_data`). Conversational layouts also get a `labels` column: the token ids, -100
+    where `assistant_only_loss` / `completion_only_loss` exclude a token. Packing concatenates every column, so each
+    token's label travels with it into its block. Document boundaries inside a block are not masked (as for
+    the text corpus before): the first token of a document is a target of the previous document's last
+    token when its own label allows it; with a loss mask it is a template or prompt token, so it is -100 anyway.
+    Errors: `UserError` for a loss mask the layout cannot have, or conversational data without a chat template.
+    """
+    tokenized = tokenize_corpus(raw, tokenizer, text_column_name, num_proc, overwrite_cache, None if packing else
+                                max_seq_length, assistant_only_loss, completion_only_loss)
+    if not packing:
+        return tokenized
 
     def group(batch):
         joined = {k: list(chain.from_iterable(batch[k])) for k in batch}
         total = (len(joined["input_ids"]) // max_seq_length) * max_seq_length
         return {k: [v[i:i + max_seq_length] for i in range(0, total, max_seq_length)] for k, v in joined.items()}
 
+    out = {}
+    for name, ds in tokenized.items():
+        is_iterable = isinstance(ds, IterableDataset)
+        out[name] = ds.map(group, batched=True, **({} if is_iterable else {
+            "num_proc": num_proc, "load_from_cache_file": not overwrite_cache,
+            "desc": f"Packing {name} into {max_seq_length}-token blocks"}))
+    return out
+
+
+def tokenize_corpus(raw, tokenizer, text_column_name: str | None = None, num_proc: int | None = None,
+                    overwrite_cache: bool = False, max_length: int | None = None, assistant_only_loss: bool = False,
+                    completion_only_loss: bool = False) -> dict:
+    """Each split of `raw` tokenised one row per example (truncated to `max_length` if given), as `pack_blocks`
+    describes: `input_ids`, `attention_mask`, and `special_tokens_mask` (text) or `labels` (conversational)."""
+    split = next(iter(raw.values()))
+    layout = detect_layout(split.column_names) if text_column_name is None else "text"
+    conversational = layout == "messages"
+    if layout == "prompt_completion":
+        conversational = not isinstance(next(iter(split))["prompt"], str)
+    check_layout(layout, tokenizer, assistant_only_loss, completion_only_loss, conversational)
+    column = text_column(split, text_column_name) if layout == "text" else None
+    remove = list(split.column_names) if split.column_names is not None else None
+
+    def tokenize(batch):
+        if layout == "text":
+            texts = [t for t in batch[column] if t and not t.isspace()]
+            return tokenizer(texts, return_special_tokens_mask=True,
+                             **({} if max_length is None else {"truncation": True, "max_length": max_length}))
+        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        encoded = [encode_example(r, tokenizer, layout, assistant_only_loss, completion_only_loss) for r in rows]
+        return {k: [e[k][:max_length] for e in encoded] for k in ("input_ids", "attention_mask", "labels")}
+
     is_iterable = isinstance(split, IterableDataset)
     map_kwargs = {} if is_iterable else {"num_proc": num_proc, "load_from_cache_file": not overwrite_cache}
-    out = {}
-    for name, ds in raw.items():
-        tokenized = ds.map(tokenize, batched=True, remove_columns=remove, **map_kwargs,
-                           **({} if is_iterable else {"desc": f"Tokenising {name}"}))
-        out[name] = tokenized.map(group, batched=True, **map_kwargs,
-                                  **({} if is_iterable else {"desc": f"Packing {name} into {max_seq_length}-token "
-                                                                     "blocks"}))
-    return out
+    return {name: ds.map(tokenize, batched=True, remove_columns=remove, **map_kwargs,
+                         **({} if is_iterable else {"desc": f"Tokenising {name}"})) for name, ds in raw.items()}
+
+
+def kd_positions(labels: torch.Tensor) -> torch.Tensor:
+    """Where a causal LM's logit distillation term counts: `labels` [B, T] (-100: no target) -> bool mask [B, T].
+
+    The logits at position t predict the token at t + 1, so position t counts when `labels[:, t + 1] != -100`; the
+    last position predicts a token outside the row and never counts. The same positions as the LM loss of
+    `model(labels=labels)`, which shifts the labels the same way.
+    """
+    mask = torch.zeros_like(labels, dtype=torch.bool)
+    mask[:, :-1] = labels[:, 1:] != -100
+    return mask
 
 
 @dataclass
@@ -160,9 +211,11 @@ class MaskEpochCallback(TrainerCallback):
 
 @dataclass
 class CausalLMCollator:
-    """Batches for a causal LM: `input_ids`, `attention_mask`, and `labels` = the input ids (the model shifts them:
-    the logits at t predict token t + 1), -100 on padding. No masking; other columns (`token_type_ids`,
-    `special_tokens_mask`) are dropped, since decoders take neither.
+    """Batches for a causal LM: `input_ids`, `attention_mask`, and `labels` (the model shifts them: the logits at t
+    predict token t + 1), -100 on padding. Examples with a `labels` column (conversational data, see `pack_blocks`)
+    keep their labels; others get their input ids. No masking; other columns (`token_type_ids`,
+    `special_tokens_mask`) are dropped, since decoders take neither. `max_length`: pad every batch to this length
+    (unpacked rows), else to the longest row.
 
     Unlike `DataCollatorForLanguageModeling(mlm=False)`, labels are not cleared where a token equals the pad id:
     decoder tokenizers often pad with their end-of-text token (see `ensure_pad_token`), which is a real target
@@ -171,11 +224,20 @@ class CausalLMCollator:
 
     tokenizer: object
     keys: tuple[str, ...] = ("input_ids", "attention_mask")
+    max_length: int | None = None
 
     def __call__(self, examples):
         features = [{k: e[k] for k in self.keys if k in e} for e in examples]
-        batch = self.tokenizer.pad(features, return_tensors="pt")
-        labels = batch["input_ids"].clone()
+        padding = {"padding": "max_length", "max_length": self.max_length} if self.max_length else {}
+        batch = self.tokenizer.pad(features, return_tensors="pt", **padding)
+        if all("labels" in e for e in examples):
+            labels = torch.full_like(batch["input_ids"], -100)
+            left = getattr(self.tokenizer, "padding_side", "right") == "left"
+            for row, e in zip(labels, examples):
+                given = torch.as_tensor(list(e["labels"]), dtype=labels.dtype)
+                (row[len(row) - len(given):] if left else row[:len(given)]).copy_(given)
+        else:
+            labels = batch["input_ids"].clone()
         if "attention_mask" in batch:
             labels[batch["attention_mask"] == 0] = -100
         batch["labels"] = labels
