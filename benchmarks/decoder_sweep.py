@@ -22,7 +22,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from benchmarks import decoder  # noqa: E402
-from benchmarks.sweep import lead, mean_sd  # noqa: E402
+from benchmarks.helpers import mean_sd  # noqa: E402
+from benchmarks.sweep import lead  # noqa: E402
 
 # hidden, heads, key/value heads, FFN. 50%: the must-show shape of issue 11 (66.1M of 134.5M). 25%: 270 hidden,
 # 3 heads in 1 group (head_dim 64 kept: rotary), FFN 720: 34.9M (26%), most of it the tied 49,152 x 270 embedding.

@@ -201,7 +201,7 @@ def main(argv=None) -> dict:
         out["trainer_tokens_per_s"] = equal["tokens_per_s"]
         out["trainer_vs_reference_step_time"] = out["reference_tokens_per_s"] / out["trainer_tokens_per_s"]
         runs = {"no_pruning": equal}
-        for importance in ("sensitivity_structure", "sensitivity"):
+        for importance in ("taylor_structure", "sensitivity"):
             runs[f"pruning_{importance}"] = trainer_run(folder, args, device, dtype, work / importance, target,
                                                         importance)
         out["runs"] = {k: {m: v for m, v in r.items() if m != "export"} for k, r in runs.items()}
@@ -209,7 +209,7 @@ def main(argv=None) -> dict:
             base = equal["peak_cuda_mb"]
             out["peak_memory_ratio"] = {k: r["peak_cuda_mb"] / base for k, r in runs.items()}
         teacher_gen = generation_tokens_per_s(folder, args, device, dtype)
-        student_gen = generation_tokens_per_s(runs["pruning_sensitivity_structure"]["export"], args, device, dtype)
+        student_gen = generation_tokens_per_s(runs["pruning_taylor_structure"]["export"], args, device, dtype)
         out["generation_tokens_per_s"] = {"teacher": teacher_gen, "student": student_gen,
                                           "speedup": student_gen / teacher_gen}
     assert all(math.isfinite(v) for v in (out["reference_tokens_per_s"], out["trainer_tokens_per_s"]))

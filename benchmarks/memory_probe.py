@@ -100,6 +100,7 @@ def probe_reference(argv) -> dict:
 def probe_distill(argv) -> dict:
     from transformers import TrainerCallback
 
+    import benchmarks.importance_ablations  # noqa: F401  (the memory part measures an ablation metric too)
     from homodistil_hf.cli import run_distill
 
     sampler = Sampler()

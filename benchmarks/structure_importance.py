@@ -15,14 +15,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks import run  # noqa: E402
+from benchmarks import offline  # noqa: E402
+
+offline()
+
+from benchmarks import memory  # noqa: E402
+from benchmarks.ablations import IMPORTANCES  # noqa: E402
+from benchmarks.common import Bench, parse  # noqa: E402
+from benchmarks.helpers import clean, mean_sd  # noqa: E402
+from benchmarks.quality import run_summary  # noqa: E402
 
 LABELS = ("sensitivity (default)", "sensitivity per structure", "sensitivity per structure, no uncertainty",
           "squared sensitivity per structure", "group Taylor per structure")
@@ -32,29 +39,28 @@ def main(argv: list[str] | None = None) -> dict:
     own = argparse.ArgumentParser(add_help=False)
     own.add_argument("--skip_memory", action="store_true", help="quality only (no memory probes)")
     own.add_argument("--labels", default=";".join(LABELS), help="rows to run, ';'-separated")
-    mine, argv = own.parse_known_args(argv)  # the rest goes to benchmarks/run.py's parser
+    mine, argv = own.parse_known_args(argv)  # the rest goes to benchmarks/run.py's parser (common.parse)
     labels = tuple(mine.labels.split(";"))
     unknown = set(labels) - set(LABELS)
     if unknown:
         raise SystemExit(f"--labels: unknown {sorted(unknown)}; choose from {'; '.join(LABELS)}")
-    args = run.parse(["--only", "importance", "--seeds", "42", *argv])
-    bench = run.Bench(args)
+    args = parse(["--only", "importance", "--seeds", "42", *argv])
+    bench = Bench(args)
     path = Path(args.work_dir).resolve().parent / "structure_importance.json" if args.quick else \
         HERE / "structure_importance.json"
     old = json.loads(path.read_text()) if path.is_file() else {}
     out: dict = {"seeds": bench.cfg["seeds"], "runs": old.get("runs", {}), "memory": old.get("memory")}
     for label in labels:
-        name, extra = run.IMPORTANCES[label]
+        name, extra = IMPORTANCES[label]
         recs = {seed: bench.distill(name, seed, extra) for seed in bench.cfg["seeds"]}
-        vals = [r["stsb_spearman"] for r in recs.values()]
-        out["runs"][label] = {"run": name, "stsb_mean": sum(vals) / len(vals),
-                              "stsb_sd": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-                              "seeds": {str(k): run._run_summary(r) for k, r in recs.items()}}
+        mean, sd = mean_sd([r["stsb_spearman"] for r in recs.values()])
+        out["runs"][label] = {"run": name, "stsb_mean": mean, "stsb_sd": sd,
+                              "seeds": {str(k): run_summary(r) for k, r in recs.items()}}
     if not mine.skip_memory:  # the memory part writes into bench.results: keep the recorded results.json apart
         saved, bench.results = bench.results, {}
-        run.part_memory(bench)
+        memory.run(bench)
         out["memory"], bench.results = bench.results["memory"], saved
-    path.write_text(json.dumps(run._clean(out), indent=1) + "\n")
+    path.write_text(json.dumps(clean(out), indent=1) + "\n")
     print(json.dumps({k: (v["stsb_mean"], v["stsb_sd"]) for k, v in out["runs"].items()}))
     if out["memory"]:
         print(json.dumps({k: (round(v["increase_mb"]), round(v["increase_vs_reference"], 3),

@@ -6,12 +6,12 @@ zero-shot Spearman; a plot of STS-B against kept parameters, one line per method
     python benchmarks/run.py --only sweep            # the full grid (hours on 2 CPU cores), into results.json
     python benchmarks/run.py --only sweep --quick    # the code path on tiny settings
 
-It runs through `Bench.distill` of `benchmarks/run.py`: the same recipe, data split, caching and run records.
+It runs through `Bench.distill` of `benchmarks/common.py`: the same recipe, data split, caching and run records.
 """
 
 from __future__ import annotations
 
-import statistics
+from benchmarks.helpers import mean_sd
 
 # Shares of the teacher's backbone parameters; each becomes the valid shape closest to it (`--target_params`'s search:
 # all widths shrunk by one factor), and the share of the non-embedding parameters is recorded with it. For the
@@ -138,11 +138,6 @@ SUMMARISED = {"stsb": "stsb_spearman", "eval_loss": "eval_loss", "sst2": "sst2_a
 GLUE_KEYS = ("sst2_acc", "mrpc_acc")
 
 
-def mean_sd(vals: list[float]) -> tuple[float | None, float]:
-    """Mean (None without values) and sample sd (0 for one value) over seeds."""
-    return (statistics.fmean(vals) if vals else None), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
-
-
 def lead(ours: tuple[float, float], baselines: dict[str, tuple[float, float]], lower_is_better: bool = False) -> dict:
     """Our (mean, sd) against the best baseline's: the margin (positive = ours better) and whether it exceeds the
     seed spread (the larger of the two sds). Shared by the encoder and decoder sweeps."""
@@ -211,3 +206,78 @@ def plot(results: dict, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def section(results: dict, figures: dict) -> list[str]:
+    """README section of the sweep (only when it has run): one table per measure, the recipe ablations, the plot."""
+    sweep = results.get("sweep")
+    if not sweep:
+        return []
+    out: list[str] = []
+    w = out.append
+    w("\n## Sweep: where pruning while distilling beats pruning once (issue 12)\n")
+    w("Per cell: mean ± sd over the seeds run (n); `python benchmarks/run.py --only sweep` (narrowed with "
+      "`--sweep_levels/--sweep_steps/--sweep_seeds/--sweep_methods`, GLUE fine-tuning with `--sweep_glue`). "
+      "The margin is HomoDistil's lead over the best baseline of the row (negative: behind). `homodistil` runs "
+      "the library's defaults (no recipe flag: for an encoder teacher the targets are reached at a quarter of "
+      "training); `homodistil_end050` is the default before this sweep (`--prune_end 0.5`). The other parts of "
+      "this file name `--prune_end 0.5` in their commands.\n")
+    recipe = sweep.get("glue_recipe")
+    if recipe and any(e.get("sst2_n") or e.get("mrpc_n") for e in sweep["runs"].values()):  # (summarised counts)
+        w("Fine-tuning recipe of the sweep (`sweep_glue`, for students down to 2M parameters): "
+          + "; ".join(f"{t}: {recipe['epochs'][t]} epochs on "
+                      f"{recipe['samples'][t] or 'all'} training examples" for t in recipe["epochs"])
+          + f"; lr {recipe['lr']}, batch {recipe['batch']}, {recipe['seq']} tokens, fine-tuning seed 42.\n")
+    measures = {"stsb": "STS-B zero-shot Spearman (higher is better)",
+                "eval_loss": "held-out distillation discrepancy, `eval_loss` (lower is better)",
+                "sst2": "SST-2 dev accuracy after fine-tuning", "mrpc": "MRPC dev accuracy after fine-tuning"}
+    for short, title in measures.items():
+        keys = [k for k, v in sweep["verdict"].items() if short in v]
+        if not keys:
+            continue
+        w(f"\n**{title}**\n")
+        w("| level (params, non-embedding share) | steps | n | " + " | ".join(sweep["methods"]) +
+          " | margin vs best baseline | beyond the spread |")
+        w("|---|---|---|" + "---|" * (len(sweep["methods"]) + 2))
+        for key in keys:
+            v = sweep["verdict"][key][short]
+            level, steps = key.split("/")
+            info = sweep["levels"][level]
+            runs = [sweep["runs"].get(f"{key}/{m}") or {} for m in sweep["methods"]]
+            cells = [f"{r[short + '_mean']:.4f} ± {r[short + '_sd']:.4f}" if r.get(short + "_mean") is not None
+                     else "–" for r in runs]
+            n = sweep["runs"][f"{key}/homodistil"].get(f"{short}_n", sweep["verdict"][key]["seeds"])
+            w(f"| {level} ({info['params'] / 1e6:.2f}M, {info['non_embedding_share']:.0%}) | {steps} | {n} | "
+              + " | ".join(cells) + f" | {v['margin']:+.4f} vs {v['best_baseline']} | "
+              f"{'yes' if v['ahead_beyond_spread'] else 'no'} |")
+    ablations = [m for m in sweep.get("ablations", {}) if any(k.endswith(f"/{m}") for k in sweep["runs"])]
+    if ablations:
+        w("\n**HomoDistil recipe ablations** (STS-B zero-shot, then held-out `eval_loss`; mean ± sd (n)). "
+          "Flags of each: " + "; ".join(f"`{m}`: `{' '.join(sweep['ablations'][m])}`" for m in ablations)
+          + ".\n")
+        w("| level | steps | homodistil (default) | " + " | ".join(ablations) + " |")
+        w("|---|---|---|" + "---|" * len(ablations))
+        cells_with = sorted({k.rsplit("/", 1)[0] for k in sweep["runs"] if k.rsplit("/", 1)[1] in ablations})
+        for key in cells_with:
+            level, steps = key.split("/")
+            w(f"| {level} | {steps} | " + " | ".join(_ablation_cell(sweep["runs"].get(f"{key}/{m}"))
+                                                   for m in ["homodistil", *ablations]) + " |")
+    if "sweep" in figures:
+        w(f"\n![sweep]({figures['sweep']})\n")
+    return out
+
+
+def _ablation_cell(run: dict | None) -> str:
+    """STS-B mean ± sd (n), then the held-out eval_loss mean ± sd, of one run of the ablation table."""
+    if not run:
+        return "–"
+    text = f"{run['stsb_mean']:.4f} ± {run['stsb_sd']:.4f} ({run.get('stsb_n', len(run['seeds']))})"
+    if run.get("eval_loss_mean") is not None:
+        text += f"<br>{run['eval_loss_mean']:.4f} ± {run['eval_loss_sd']:.4f}"
+    return text
+
+
+def plots(results: dict, fig_dir, plt) -> dict[str, str]:
+    """The sweep's plot (`plot`) (only when the part has run)."""
+    plot(results, fig_dir / "sweep.png")
+    return {"sweep": "figures/sweep.png"}

@@ -46,8 +46,10 @@ def _glue(root: Path, n=24) -> Path:
     return root
 
 
-def _fewer_real_runs(run, monkeypatch):
-    real = run.Bench.run_tool
+def _fewer_real_runs(monkeypatch):
+    from benchmarks.common import Bench
+
+    real = Bench.run_tool
     done = set()
 
     def run_tool(self, script, argv, log_file):
@@ -63,7 +65,7 @@ def _fewer_real_runs(run, monkeypatch):
         done.add(script)
         return real(self, script, argv, log_file)
 
-    monkeypatch.setattr(run.Bench, "run_tool", run_tool)
+    monkeypatch.setattr(Bench, "run_tool", run_tool)
 
 
 @pytest.fixture
@@ -78,8 +80,10 @@ def one_thread():
 def test_benchmark_pipeline_writes_results(tmp_path, monkeypatch, one_thread):
     sys.path.insert(0, str(ROOT))
     from benchmarks import run
+    from benchmarks.ablations import IMPORTANCES, SCHEDULES
+    from benchmarks.quality import VARIANTS
 
-    _fewer_real_runs(run, monkeypatch)
+    _fewer_real_runs(monkeypatch)
 
     teacher = save_tiny_model(tmp_path / "teacher", "bert", "base", max_position_embeddings=64)
     corpus = write_corpus(tmp_path / "corpus.txt", 600)
@@ -91,8 +95,8 @@ def test_benchmark_pipeline_writes_results(tmp_path, monkeypatch, one_thread):
     data = json.loads(results_path.read_text())
     assert data == json.loads(json.dumps(results))
     assert "errors" not in data
-    assert set(data["quality"]) == set(run.VARIANTS)
-    for v in run.VARIANTS:
+    assert set(data["quality"]) == set(VARIANTS)
+    for v in VARIANTS:
         assert {"stsb_spearman", "sst2_acc", "mrpc_acc", "rte_acc", "avg"} <= set(data["quality"][v])
         assert data["quality"][v]["params"] < data["teacher"]["params"]
     assert isinstance(data["homodistil_ahead_of_all_baselines"], bool)
@@ -109,13 +113,25 @@ def test_benchmark_pipeline_writes_results(tmp_path, monkeypatch, one_thread):
                                            "trainer_pruning_taylor_masks"}
     phys = data["physical_vs_masks"]
     assert phys["train_time_ratio"] > 0 and phys["runs"]["physical"]["params"] == phys["runs"]["masks"]["params"]
-    assert set(data["discrepancy"]) == set(run.VARIANTS)
+    assert set(data["discrepancy"]) == set(VARIANTS)
     assert all(h["eval_loss_hidden"] >= 0 for h in data["discrepancy"]["homodistil"])
-    assert len(data["ablations"]["schedule"]) == 5 and len(data["ablations"]["importance"]) == len(run.IMPORTANCES)
+    assert len(data["ablations"]["schedule"]) == len(SCHEDULES) == 5
+    assert len(data["ablations"]["importance"]) == len(IMPORTANCES)
     text = readme.read_text()
     assert "## 3. Quality" in text and "Not run yet" not in text
     assert {p.name for p in (readme.parent / "figures").glob("*.png")} >= {"discrepancy.png", "schedule.png",
                                                                           "importance.png", "physical_vs_masks.png"}
+
+
+def test_committed_readme_is_the_report_of_results_json(tmp_path):
+    """benchmarks/README.md is what report.py writes from benchmarks/results.json (and analysis.md): nobody edited
+    it by hand, and each part's section function writes what the recorded results hold."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.report import write_report
+
+    results = json.loads((ROOT / "benchmarks" / "results.json").read_text())
+    write_report(results, tmp_path / "README.md", tmp_path / "figures")
+    assert (tmp_path / "README.md").read_text() == (ROOT / "benchmarks" / "README.md").read_text()
 
 
 def test_unknown_part_is_refused(tmp_path):
@@ -132,7 +148,7 @@ def test_gpu_check_runs_on_cpu_with_tiny_sizes(tmp_path, capsys):
 
     out = gpu_check.main(["--tiny", "--out", str(tmp_path / "gpu_check.json")])
     assert out["reference_tokens_per_s"] > 0 and out["trainer_tokens_per_s"] > 0
-    assert set(out["runs"]) == {"no_pruning", "pruning_sensitivity_structure", "pruning_sensitivity"}
+    assert set(out["runs"]) == {"no_pruning", "pruning_taylor_structure", "pruning_sensitivity"}
     assert out["generation_tokens_per_s"]["student"] > 0
     printed = capsys.readouterr().out
     assert "trainer step time / reference" in printed and "generation tokens/s" in printed
