@@ -23,6 +23,7 @@ PRUNING_MODES = ("auto", "physical", "masks")
 PRED_POSITIONS = ("all", "masked")
 TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
 KD_LOSSES = ("forward_kl", "reverse_kl", "jsd")
+GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")
 # The weight flags of the loss terms (the trainer's `TERMS` computes one term for each).
 LOSS_WEIGHTS = ("alpha_mlm", "alpha_pred", "alpha_hidden", "alpha_attn")
 # The pruning-target width flags (each a stock config field with `target_` in front).
@@ -124,6 +125,45 @@ class HomoDistilConfig(TrainingArguments):
         metadata={"help": "Positions per chunk of the decoder logit losses: each chunk's fp32 softmaxes over the "
                   "vocabulary exist only while it is computed (and are recomputed in the backward), which bounds "
                   "their memory for 50k-150k vocabularies."},
+    )
+    logits_from_hidden: bool = field(
+        default=True,
+        metadata={"help": "Causal LMs: compute the next-token loss and the logit distillation term from each model's "
+                  "final hidden states and LM head, --kd_chunk_size positions at a time, gradients formed in the "
+                  "forward pass (as Liger-Kernel's fused linear losses), so that no [batch, seq, vocab] logits exist "
+                  "for either model. Same values and gradients as the materialised logits (tested to 1e-5). Off: "
+                  "materialise both models' logits. Evaluation, FSDP and heads with hooks use the materialised path."},
+    )
+    assistant_only_loss: bool = field(
+        default=False,
+        metadata={"help": "Conversational corpus (a 'messages' column, or 'prompt'/'completion' message lists, as in "
+                  "TRL): the LM loss and the logit distillation term count only the assistant's tokens (found through "
+                  "the chat template's {%% generation %%} markers, else by rendering the conversation prefix by "
+                  "prefix). The hidden-state term keeps every token."},
+    )
+    completion_only_loss: bool = field(
+        default=False,
+        metadata={"help": "Prompt/completion corpus ('prompt' and 'completion' columns, as in TRL): the LM loss and "
+                  "the logit distillation term count only the completion's tokens."},
+    )
+    eval_tasks: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated lm-evaluation-harness tasks run on the teacher and on the exported student "
+                  "after training (lm-eval task names, or local tasks from --eval_tasks_include_path); both go into "
+                  "all_results.json and the model card (a table and model-index metadata). Needs `pip install "
+                  "\"homodistil_hf[lm_eval]\"`. Causal-LM teachers only."},
+    )
+    eval_tasks_include_path: str | None = field(
+        default=None,
+        metadata={"help": "A folder of lm-eval task YAMLs for local tasks (e.g. written by "
+                  "examples/squad_to_messages.py --mc_task_dir)."},
+    )
+    export_gguf: str | None = field(
+        default=None,
+        metadata={"help": "Also write the exported student as a llama.cpp GGUF file of this type beside the export, "
+                  "<output_dir>/<folder name>-<type>.gguf: f32, f16, bf16 or q8_0 (Llama, Mistral, Qwen2, Qwen3, "
+                  "GPT-2 students with a byte-level BPE tokenizer; needs `pip install \"homodistil_hf[gguf]\"`).",
+                  "choices": list(GGUF_TYPES)},
     )
     hidden_loss: str = field(
         default="mse",
@@ -315,6 +355,18 @@ class HomoDistilConfig(TrainingArguments):
                 raise UserError(f"--{name} must be >= 0: a fraction of training (<= 1) or a step (got "
                                 f"{getattr(self, name)})")
         self._check_prune_order()
+        if self.assistant_only_loss and self.completion_only_loss:
+            raise UserError("--assistant_only_loss (conversations) and --completion_only_loss (prompt/completion) "
+                            "are for different corpora: give the one that fits your data")
+        if self.export_gguf is not None and self.export_gguf not in GGUF_TYPES:
+            raise UserError(f"--export_gguf {self.export_gguf!r} is not one of {', '.join(GGUF_TYPES)}")
+        if self.eval_tasks_include_path is not None and not self.eval_tasks:
+            raise UserError("--eval_tasks_include_path names where local lm-eval tasks live: give --eval_tasks too")
+
+    @property
+    def eval_task_list(self) -> list[str]:
+        """--eval_tasks as a list of task names."""
+        return [t.strip() for t in (self.eval_tasks or "").split(",") if t.strip()]
 
     def _check_prune_order(self) -> None:
         """--prune_end, once known, does not come before --prune_start (when both are fractions or both steps)."""

@@ -252,3 +252,20 @@ def push_export(args, commit_message: str = "End of training", blocking: bool = 
     return api.upload_folder(repo_id=repo_id, folder_path=args.output_dir, commit_message=commit_message,
                              revision=revision or args.hub_revision, run_as_future=not blocking,
                              ignore_patterns=["_*", "checkpoint-*", f"{_TMP_PREFIX}*", ".homodistil-*"])
+
+
+def add_evaluation_to_card(folder: str | os.PathLike, table: str, index: list[dict]) -> None:
+    """Add an "Evaluation" section (`table`, Markdown) and `model-index` metadata (`index`, the Hub's structure of
+    evaluation results, e.g. `llm_eval.model_index`) to the model card `README.md` of an export in `folder`; the card
+    is replaced atomically."""
+    import yaml
+
+    card = Path(folder) / "README.md"
+    text = card.read_text() if card.is_file() else "---\n---\n"
+    _, front, body = text.split("---\n", 2) if text.startswith("---\n") else ("", "", text)
+    meta = yaml.safe_load(front) or {}
+    meta["model-index"] = index
+    body = body.split("\n## Evaluation\n")[0].rstrip() + "\n\n## Evaluation\n\n" + table.strip() + "\n"
+    tmp = card.with_name(f".{card.name}.tmp")
+    tmp.write_text("---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n" + body)
+    os.replace(tmp, card)

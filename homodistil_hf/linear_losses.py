@@ -81,7 +81,7 @@ def _kd_rows(z_s: torch.Tensor, z_t: torch.Tensor, temperature: float, kind: str
     return rows * temperature**2, grad
 
 
-def _logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def _head_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """One chunk's logits, computed in the weight's dtype as `nn.Linear` does, then fp32 (as the loss functions
     upcast materialised logits)."""
     return F.linear(hidden.to(weight.dtype), weight, bias).float()
@@ -89,11 +89,11 @@ def _logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
 
 def _chunk_values(s_h, s_w, s_b, t_h, t_w, t_b, targets, kd_w, temperature, kind, beta, want_ce, want_kd):
     """Summed CE and summed weighted divergence of one chunk, differentiable by autograd (the 'checkpoint' path)."""
-    z_s = _logits(s_h, s_w, s_b)
+    z_s = _head_logits(s_h, s_w, s_b)
     ce = _ce_rows(z_s, targets, False)[0].sum() if want_ce else z_s.new_zeros(())
     if want_kd:
         with torch.no_grad():
-            z_t = _logits(t_h, t_w, t_b)
+            z_t = _head_logits(t_h, t_w, t_b)
         kd = (_kd_rows(z_s, z_t, temperature, kind, beta, False)[0] * kd_w).sum()
     else:
         kd = z_s.new_zeros(())
@@ -122,13 +122,13 @@ class _FusedLinearLogitLosses(torch.autograd.Function):
         for start in range(0, s_h.shape[0], chunk_size):
             rows = slice(start, start + chunk_size)
             h = s_h[rows].to(s_w.dtype)
-            z_s = _logits(h, s_w, s_b)
+            z_s = _head_logits(h, s_w, s_b)
             logit_grads = {}
             if want_ce:
                 ce_rows, logit_grads["ce"] = _ce_rows(z_s, targets[rows], any_grad)
                 totals["ce"] += ce_rows.sum()
             if want_kd:
-                z_t = _logits(t_h[rows], t_w, t_b)
+                z_t = _head_logits(t_h[rows], t_w, t_b)
                 w = kd_w[rows]
                 kd_rows, g = _kd_rows(z_s, z_t, temperature, kind, beta, any_grad)
                 totals["kd"] += (kd_rows * w).sum()
@@ -281,3 +281,10 @@ def final_hidden_and_head(model: torch.nn.Module, **inputs):
     keep = torch.zeros(0, dtype=torch.long, device=None if ref is None else ref.device)
     outputs = model(**inputs, output_hidden_states=True, logits_to_keep=keep)
     return outputs.hidden_states[-1], head.weight, getattr(head, "bias", None), outputs
+
+
+def head_is_plain(model: torch.nn.Module) -> bool:
+    """Whether `model` (or the module a DDP-style wrapper holds) has an LM head without forward hooks, so that
+    `final_hidden_and_head` applies (masks or adapters on the head would be skipped by hidden @ weight.T)."""
+    head = getattr(model, "module", model).get_output_embeddings()
+    return head is not None and not (head._forward_hooks or head._forward_pre_hooks)

@@ -134,3 +134,18 @@ def make_student(teacher: PreTrainedModel, init: str = "teacher", target: Shape 
         student.to(dtype=next(teacher.parameters()).dtype)
         return student.train().requires_grad_(True), None
     raise AssertionError(init)  # check_student_args refused anything else
+
+
+def needs_projection(student_hidden: int, teacher_hidden: int, args) -> bool:
+    """Whether the hidden term needs a learned projection for a student that is not a pruned copy of the teacher;
+    a `UserError` when one is needed but not asked for, or not possible."""
+    if args.alpha_hidden == 0 or student_hidden == teacher_hidden:
+        return False
+    if not args.hidden_projection:
+        raise UserError(f"the student's hidden size ({student_hidden}) differs from the teacher's ({teacher_hidden}) "
+                        "and it is not a pruned copy: pass --hidden_projection to learn a projection, or "
+                        "--alpha_hidden 0")
+    if args.parallel_mode.value == "distributed":
+        raise UserError("--hidden_projection is not supported with several processes; use one process or "
+                        "--student_init teacher / truncate")
+    return True

@@ -16,6 +16,24 @@ from torch.utils.checkpoint import checkpoint
 from .errors import UserError
 
 
+def position_counts(inputs: dict) -> dict[str, torch.Tensor]:
+    """Positions each loss term averages over, counted in a batch (`input_ids`, `attention_mask`, `labels`):
+    `tokens` (real tokens), `examples`, `labelled` (labels != -100) and `next_tokens` (the targets of a causal LM,
+    labels shifted by one), each a 0-d tensor; a caller sums them over the accumulation window and divides its summed
+    terms by them, so that k accumulated micro-batches give exactly one k-times larger batch."""
+    ids = inputs.get("input_ids")
+    mask = inputs.get("attention_mask")
+    out = {}
+    if ids is not None:
+        out["tokens"] = mask.sum() if mask is not None else torch.tensor(ids.numel())
+        out["examples"] = torch.tensor(ids.shape[0])
+    labels = inputs.get("labels")
+    if torch.is_tensor(labels) and ids is not None and labels.shape == ids.shape:
+        out["labelled"] = (labels != -100).sum()
+        out["next_tokens"] = (labels[..., 1:] != -100).sum()  # the targets of a causal LM (labels shifted)
+    return out
+
+
 def _reduce(per_position: torch.Tensor, mask: torch.Tensor | None, reduction: str) -> torch.Tensor:
     """Sum or average a per-position loss over positions where `mask` is 1."""
     if mask is not None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel, Trainer
 from transformers.trainer_pt_utils import nested_gather
@@ -36,9 +37,11 @@ from transformers.trainer_pt_utils import nested_gather
 from .arch import Shape, disable_attention_dropout, get_adapter, is_causal_lm, shape_of
 from .checkpointing import CheckpointExportMixin, NonFiniteLossError
 from .config import LOSS_WEIGHTS, HomoDistilConfig
+from .data import kd_positions
 from .distributed import check_accelerate_state, check_distributed_support, keep_output_capture, physical_pruning
 from .errors import UserError
-from .loading import load_teacher
+from .linear_losses import final_hidden_and_head, head_is_plain, linear_logit_losses
+from .loading import load_teacher, needs_projection
 from .losses import (
     attention_loss,
     causal_lm_loss,
@@ -47,42 +50,15 @@ from .losses import (
     kd_logits_loss_chunked,
     kd_regression_loss,
     parse_layer_map,
+    position_counts,
 )
 from .pruning.callback import PruningCallback
 from .pruning.pruner import Pruner
-from .pruning.state import PruningState
+from .pruning.state import PruningState, StaticCorrespondence
 from .pruning.targets import resolve_target
 from .registry import importance_class
 
 logger = logging.getLogger(__name__)
-
-
-class _StaticMap:
-    """Channel / head correspondence of a student cut from the teacher once (e.g. `--student_init truncate`)."""
-
-    def __init__(self, state: PruningState):
-        self.state = state
-
-    def hidden_index(self):
-        return None, self.state.hidden
-
-    def head_index(self, layer: int):
-        return None, self.state.layers[layer].heads
-
-
-def needs_projection(student_hidden: int, teacher_hidden: int, args: HomoDistilConfig) -> bool:
-    """Whether the hidden term needs a learned projection for a student that is not a pruned copy of the teacher;
-    a `UserError` when one is needed but not asked for, or not possible."""
-    if args.alpha_hidden == 0 or student_hidden == teacher_hidden:
-        return False
-    if not args.hidden_projection:
-        raise UserError(f"the student's hidden size ({student_hidden}) differs from the teacher's ({teacher_hidden}) "
-                        "and it is not a pruned copy: pass --hidden_projection to learn a projection, or "
-                        "--alpha_hidden 0")
-    if args.parallel_mode.value == "distributed":
-        raise UserError("--hidden_projection is not supported with several processes; use one process or "
-                        "--student_init teacher / truncate")
-    return True
 
 
 class HomoDistilTrainer(CheckpointExportMixin, Trainer):
@@ -133,7 +109,7 @@ class HomoDistilTrainer(CheckpointExportMixin, Trainer):
             target = resolve_target(teacher.config, args)
         self.teacher_shape = teacher_adapter.shape_of(teacher.config)
         self.pruner: Pruner | None = None
-        self.correspondence: Pruner | _StaticMap | None = _StaticMap(student_state) if student_state else None
+        self.correspondence: Pruner | StaticCorrespondence | None = StaticCorrespondence(student_state) if student_state else None
         student_shape = shape_of(model.config)
         if target is not None and student_state is None and student_shape != target:
             if student_shape != self.teacher_shape:
@@ -206,25 +182,10 @@ class HomoDistilTrainer(CheckpointExportMixin, Trainer):
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
         counts: dict[str, torch.Tensor] = {}
         for batch in batch_samples:
-            for key, value in self._counts(batch).items():
+            for key, value in position_counts(batch).items():
                 counts[key] = counts.get(key, 0) + value
         self._window = counts or None
         return batch_samples, num_items_in_batch
-
-    @staticmethod
-    def _counts(inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Positions each term averages over: tokens, labelled tokens, examples."""
-        ids = inputs.get("input_ids")
-        mask = inputs.get("attention_mask")
-        out = {}
-        if ids is not None:
-            out["tokens"] = mask.sum() if mask is not None else torch.tensor(ids.numel())
-            out["examples"] = torch.tensor(ids.shape[0])
-        labels = inputs.get("labels")
-        if torch.is_tensor(labels) and ids is not None and labels.shape == ids.shape:
-            out["labelled"] = (labels != -100).sum()
-            out["next_tokens"] = (labels[..., 1:] != -100).sum()  # the targets of a causal LM (labels shifted)
-        return out
 
     def _scale(self, kind: str, micro: dict[str, torch.Tensor], training: bool) -> torch.Tensor | float:
         """Divisor for a summed term: its count over the accumulation window in training, the micro-batch's in
@@ -250,13 +211,22 @@ class HomoDistilTrainer(CheckpointExportMixin, Trainer):
         causal_labels = use_labels and self._causal_lm
         student_inputs = inputs if use_labels and not causal_labels else {
             k: v for k, v in inputs.items() if k != "labels"}
-        s_out = model(**student_inputs, **flags)
-        with torch.no_grad():
-            t_out = self.teacher(**{k: v for k, v in inputs.items() if k != "labels"}, **flags)
-
+        teacher_inputs = {k: v for k, v in inputs.items() if k != "labels"}
         training = model.training
-        micro = {k: v.to(s_out[0].device) if torch.is_tensor(v) else v for k, v in self._counts(inputs).items()}
-        context = _TermInputs(s_out, t_out, inputs, micro, training, use_labels, causal_labels)
+        fused = None
+        if self._fused_logits(model, training, return_outputs):
+            # Causal LMs in training: both models' final hidden states, no [tokens x vocab] logits (linear_losses).
+            s_h, s_w, s_b, s_out = final_hidden_and_head(model, **student_inputs, **flags)
+            with torch.no_grad():
+                t_h, t_w, t_b, t_out = final_hidden_and_head(self.teacher, **teacher_inputs, **flags)
+            fused = self._fused_terms(inputs, causal_labels, s_h, s_w, s_b, t_h, t_w, t_b)
+        else:
+            s_out = model(**student_inputs, **flags)
+            with torch.no_grad():
+                t_out = self.teacher(**teacher_inputs, **flags)
+
+        micro = {k: v.to(s_out[0].device) if torch.is_tensor(v) else v for k, v in position_counts(inputs).items()}
+        context = _TermInputs(s_out, t_out, inputs, micro, training, use_labels, causal_labels, fused)
         terms: dict[str, torch.Tensor] = {}
         weights: dict[str, float] = {}
         for term in TERMS:
@@ -285,11 +255,49 @@ class HomoDistilTrainer(CheckpointExportMixin, Trainer):
         # for the losses (their sequence lengths differ between batches, and they would only cost memory).
         return loss, type(s_out)(**{k: v for k, v in s_out.items() if k not in ("hidden_states", "attentions")})
 
+    def _fused_logits(self, model, training: bool, return_outputs: bool) -> bool:
+        """Whether the causal-LM logit terms come from hidden states (`--logits_from_hidden`): in training, not under
+        FSDP (the heads' weights are sharded outside the forward), and with no hooks on either LM head (masks)."""
+        if not (self._causal_lm and self.args.logits_from_hidden and training and not return_outputs):
+            return False
+        if self.is_fsdp_enabled:
+            return False
+        return head_is_plain(model) and head_is_plain(self.teacher)
+
+    def _fused_terms(self, inputs, causal_labels: bool, s_h, s_w, s_b, t_h, t_w, t_b):
+        """(summed next-token CE or None, summed logit divergence or None, the divergence's count kind), computed
+        chunk by chunk from the final hidden states and heads: the same sums as `_own_term` / `_pred_term` on
+        materialised logits."""
+        args, labels = self.args, inputs.get("labels")
+        want_ce, want_kd = causal_labels and args.alpha_mlm > 0, args.alpha_pred > 0
+        if not (want_ce or want_kd):
+            return None
+        positions, kind = self._kd_positions(inputs)
+        targets = None if labels is None else F.pad(labels, (0, 1), value=-100)[..., 1:].reshape(-1)
+        ce, kd = linear_logit_losses(
+            s_h.flatten(0, 1), s_w, s_b, t_h.flatten(0, 1), t_w, t_b, targets,
+            None if positions is None else positions.reshape(-1).to(s_h.dtype), args.temperature, args.kd_loss,
+            args.jsd_beta, args.kd_chunk_size, terms="both" if want_ce and want_kd else ("ce" if want_ce else "kd"))
+        return (ce if want_ce else None), (kd if want_kd else None), kind
+
+    def _kd_positions(self, inputs) -> tuple[torch.Tensor | None, str]:
+        """The positions the token-level logit term counts, and the name of their count: the loss-masked targets
+        (--assistant_only_loss / --completion_only_loss: position t counts when token t + 1 is a target), the
+        labelled tokens (--pred_loss_positions masked), or every real token."""
+        labels, args = inputs.get("labels"), self.args
+        if labels is not None and self._causal_lm and (args.assistant_only_loss or args.completion_only_loss):
+            return kd_positions(labels), "next_tokens"
+        if args.pred_loss_positions == "masked" and labels is not None:
+            return labels != -100, "labelled"
+        return inputs.get("attention_mask"), "tokens"
+
     # --- the terms (see TERMS below): each a summed loss divided by its accumulation-window count -----------------
     def _own_term(self, c: _TermInputs) -> torch.Tensor | None:
         """The student's own loss on the labels: next-token LM (computed here from the logits, chunked, with exact
         counts), or the model's own loss (MLM, task)."""
         labels = c.inputs.get("labels")
+        if c.causal_labels and c.fused is not None and c.fused[0] is not None:
+            return c.fused[0] / self._scale("next_tokens", c.micro, c.training)
         if c.causal_labels:
             return causal_lm_loss(c.s_out.logits, labels, "sum", self.args.kd_chunk_size) / self._scale(
                 "next_tokens", c.micro, c.training)
@@ -310,6 +318,8 @@ class HomoDistilTrainer(CheckpointExportMixin, Trainer):
             if not self._teacher_has_logits:
                 logger.warning("the teacher has no prediction head (e.g. a sentence-transformers BertModel): "
                                "distilling on the hidden-state and attention terms only; loss_pred is not computed")
+        if c.fused is not None and c.fused[1] is not None:
+            return c.fused[1] / self._scale(c.fused[2], micro, training)
         s_logits, t_logits = _logits(s_out), _logits(t_out)
         if s_logits is None or t_logits is None:
             return None
@@ -324,11 +334,7 @@ class HomoDistilTrainer(CheckpointExportMixin, Trainer):
                 total = total + kd_logits_loss(s, t, args.temperature, reduction="sum")
             return total / 2 / self._scale("examples", micro, training)
         if s_logits.dim() == 3:  # token level (MLM, causal LM, token classification)
-            labels = inputs.get("labels")
-            if args.pred_loss_positions == "masked" and labels is not None:
-                positions, kind = (labels != -100), "labelled"
-            else:
-                positions, kind = inputs.get("attention_mask"), "tokens"
+            positions, kind = self._kd_positions(inputs)
             if self._causal_lm:
                 # Both models see the same inputs, so position t of each predicts token t + 1: compare them as is.
                 total = kd_logits_loss_chunked(s_logits, t_logits, args.temperature, positions, "sum",
@@ -454,6 +460,7 @@ class _TermInputs:
     training: bool
     use_labels: bool
     causal_labels: bool
+    fused: tuple | None = None  # (CE sum, KD sum, KD count kind) from hidden states (`_fused_terms`), or None
 
 
 @dataclass(frozen=True)

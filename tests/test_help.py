@@ -44,7 +44,9 @@ def test_own_flags_come_first_in_sections(script, capsys):
     positions = [text.index(f"\n{title}\n") for title in sections]
     assert positions == sorted(positions), sections
     before, after = text.split(f"\n{TRAINING_SECTION}\n")
-    flags_before = [_flag(e) for e in _entries(before) if _flag(e) != "help"]
+    # A boolean flag of ours that defaults to True (--packing, --logits_from_hidden) also has its `--no_<flag>`.
+    flags_before = [re.sub(r"^no_(?=\w)", "", f) if f[3:] in own else f
+                    for f in (_flag(e) for e in _entries(before)) if f != "help"]
     # A boolean flag that defaults to True also has a `--no_<flag>` (HfArgumentParser).
     flags_after = [re.sub(r"^no_(?=\w)", "", name) if name[3:] in TRAINING_ONLY else name
                    for name in map(_flag, _entries(after))]

@@ -16,6 +16,7 @@ the run writes the compact student (stock config, safetensors), its tokenizer an
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections.abc import Sequence
@@ -38,12 +39,16 @@ from ..data import (
 )
 from ..distributed import check_distributed_support
 from ..errors import UserError
+from ..export import add_evaluation_to_card
+from ..gguf_export import ARCHS as GGUF_ARCHS
+from ..gguf_export import export_gguf
 from ..gguf_teacher import gguf_teacher
-from ..loading import check_student_args, load_config, load_teacher, make_student
+from ..llm_eval import model_index, perplexity, results_markdown, run_lm_eval, task_manager
+from ..loading import check_student_args, load_config, load_teacher, make_student, needs_projection
 from ..losses import parse_layer_map
 from ..pruning.pruner import check_checkpoint
 from ..pruning.targets import resolve_target
-from ..trainer import HomoDistilTrainer, needs_projection
+from ..trainer import HomoDistilTrainer
 from ..validate import (
     check_lm_tokenizer,
     check_model_path,
@@ -100,6 +105,12 @@ class DataArguments:
     text_column_name: str | None = field(default=None, metadata={"help": "Text column (default 'text' or the "
                                                                           "first)."})
     max_seq_length: int = field(default=128, metadata={"help": "Tokens per packed block (128 in the paper)."})
+    packing: bool = field(
+        default=True,
+        metadata={"help": "Concatenate examples into full --max_seq_length blocks (the tail is dropped; labels and "
+                  "loss masks travel with their tokens); false: one example per row, truncated and padded to "
+                  "--max_seq_length (conversational data often wants this)."},
+    )
     mlm_probability: float = field(default=0.15, metadata={"help": "Fraction of tokens masked for the MLM term."})
     streaming: bool = field(default=False, metadata={"help": "Stream the Hub dataset instead of downloading it "
                                                              "(needs --max_steps)."})
@@ -145,6 +156,20 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
     args.resolve_for_teacher(adapter.causal_lm)  # settings on "auto" (alpha_attn, prune_end) by family
     # A causal-LM teacher (a decoder with its LM head; a GGUF file always is one): next-token data, no masking.
     causal_lm = gguf is not None or is_causal_lm(teacher_config)
+    if not causal_lm and (args.assistant_only_loss or args.completion_only_loss or args.eval_tasks
+                          or args.export_gguf):
+        flag = next(f for f in ("assistant_only_loss", "completion_only_loss", "eval_tasks", "export_gguf")
+                    if getattr(args, f))
+        raise UserError(f"--{flag} is for causal-LM (decoder) teachers; {args.teacher_name_or_path} is a "
+                        f"{teacher_config.model_type} encoder: drop --{flag}")
+    if args.export_gguf:  # what the GGUF writer would refuse after training, refused now
+        if importlib.util.find_spec("gguf") is None:
+            raise UserError('--export_gguf needs the gguf package: pip install "homodistil_hf[gguf]"')
+        if teacher_config.model_type not in GGUF_ARCHS:
+            raise UserError(f"--export_gguf: a {teacher_config.model_type} student cannot be written as GGUF "
+                            f"(supported: {', '.join(GGUF_ARCHS)}); drop --export_gguf")
+    if args.eval_tasks:  # unknown task names are named now, not after training (local tasks: instant)
+        task_manager(args.eval_task_list, args.eval_tasks_include_path)
     if causal_lm and model_args.student_head == "mlm":
         raise UserError("--student_head mlm gives an encoder student a masked-LM head; a causal-LM teacher's student "
                         "keeps its LM head: drop --student_head")
@@ -183,7 +208,9 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
     # The corpus before the weights: its mistakes (no text column, too short) cost no model load.
     with args.main_process_first(desc="tokenising the corpus"):
         blocks = pack_blocks(raw, tokenizer, data_args.max_seq_length, data_args.text_column_name,
-                             data_args.preprocessing_num_workers, data_args.overwrite_cache)
+                             data_args.preprocessing_num_workers, data_args.overwrite_cache, packing=data_args.packing,
+                             assistant_only_loss=args.assistant_only_loss,
+                             completion_only_loss=args.completion_only_loss)
     train = blocks["train"]
     if data_args.max_train_samples is not None:
         train = train.take(data_args.max_train_samples) if data_args.streaming else train.select(
@@ -210,7 +237,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
     collator = (ResumableMLMCollator(tokenizer, mlm_probability=data_args.mlm_probability, mask_seed=args.seed)
                 if has_mlm and data_args.mlm_probability > 0 else default_data_collator)
     if causal_lm:  # next-token prediction: labels are the inputs (the models shift them), nothing is masked
-        collator = CausalLMCollator(tokenizer)
+        collator = CausalLMCollator(tokenizer, max_length=None if data_args.packing else data_args.max_seq_length)
     callbacks = [*callbacks, *([MaskEpochCallback(collator)] if isinstance(collator, ResumableMLMCollator) else [])]
     if not has_mlm and not causal_lm:
         logger.info("neither teacher nor student has an MLM head: inputs are not masked")
@@ -229,11 +256,44 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
     trainer.save_state()
+    if trainer.is_world_process_zero() and (args.eval_tasks or (causal_lm and data_args.validation_file)):
+        metrics.update(_evaluate_lm(trainer, teacher, tokenizer, args, data_args))
+    if args.export_gguf and trainer.is_world_process_zero():
+        out = Path(args.output_dir)
+        gguf_path = export_gguf(out, out / f"{out.resolve().name}-{args.export_gguf}.gguf", args.export_gguf)
+        logger.info("wrote %s", gguf_path)
     if args.push_to_hub:
         trainer.push_to_hub()
     if trainer.is_world_process_zero():
         logger.info("saved the student to %s", os.path.abspath(args.output_dir))
     return metrics
+
+
+def _evaluate_lm(trainer, teacher, tokenizer, args: HomoDistilConfig, data_args: DataArguments) -> dict:
+    """After the export of a causal LM: lm-eval tasks (--eval_tasks) and held-out perplexity (--validation_file) of
+    the teacher and of the exported student, saved as `teacher_*` / `student_*` in all_results.json and added to the
+    model card (a table, and `model-index` metadata for the Hub)."""
+    from transformers import AutoModelForCausalLM
+
+    out = Path(args.output_dir)
+    student = AutoModelForCausalLM.from_pretrained(out).to(args.device).eval()
+    teacher = trainer.accelerator.unwrap_model(trainer.teacher)
+    results: dict[str, dict] = {"teacher": {}, "student": {}}
+    for who, model in (("teacher", teacher), ("student", student)):
+        if args.eval_tasks:
+            results[who] = run_lm_eval(model, args.eval_task_list, args.eval_tasks_include_path,
+                                       batch_size=args.per_device_eval_batch_size, device=str(args.device),
+                                       tokenizer=tokenizer)
+        if data_args.validation_file:
+            ppl = perplexity(model, tokenizer, data_args.validation_file, data_args.max_seq_length,
+                             args.per_device_eval_batch_size, args.assistant_only_loss, args.completion_only_loss)
+            results[who]["validation_perplexity"] = {"perplexity": ppl}
+    flat = {f"{who}_{task}_{metric}": value for who, by_task in results.items()
+            for task, metrics in by_task.items() for metric, value in metrics.items()}
+    trainer.save_metrics("lm_eval", flat, combined=True)
+    add_evaluation_to_card(out, results_markdown(results["teacher"], results["student"]),
+                           model_index(results["student"], out.resolve().name))
+    return flat
 
 
 def _check_student(model_args: StudentArguments, args: HomoDistilConfig, teacher_config, target: Shape | None) -> None:

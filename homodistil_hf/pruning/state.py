@@ -140,3 +140,18 @@ def selection_between(old: PruningState, new: PruningState) -> Selection:
         kv = None if ln.kv is ln.heads and lo.kv is lo.heads else _positions(lo.kv, ln.kv)
         layers.append(LayerSelection(head_pos, qk, v, _positions(lo.ffn, ln.ffn), kv))
     return Selection(hidden=_positions(old.hidden, new.hidden), layers=layers)
+
+
+class StaticCorrespondence:
+    """Channel / head correspondence of a student cut from the teacher once (e.g. `--student_init truncate`): the
+    same `hidden_index()` / `head_index(layer)` as a `Pruner`, from a fixed `PruningState` (student position i holds
+    teacher structure index[i]; None means the identity)."""
+
+    def __init__(self, state: PruningState):
+        self.state = state
+
+    def hidden_index(self):
+        return None, self.state.hidden
+
+    def head_index(self, layer: int):
+        return None, self.state.layers[layer].heads
