@@ -283,7 +283,7 @@ def _evaluate_lm(trainer, teacher, tokenizer, args: HomoDistilConfig, data_args:
         if args.eval_tasks:
             results[who] = run_lm_eval(model, args.eval_task_list, args.eval_tasks_include_path,
                                        batch_size=args.per_device_eval_batch_size, device=str(args.device),
-                                       tokenizer=tokenizer)
+                                       tokenizer=tokenizer, limit=args.eval_tasks_limit)
         if data_args.validation_file:
             ppl = perplexity(model, tokenizer, data_args.validation_file, data_args.max_seq_length,
                              args.per_device_eval_batch_size, args.assistant_only_loss, args.completion_only_loss)
