@@ -93,7 +93,7 @@ class CheckpointExportMixin:
             if model is None:
                 return None
         return export_model(model, output_dir, state, physical, tokenizer=self.processing_class,
-                            info=self._export_info())
+                            info=self._export_info(), teacher=self.accelerator.unwrap_model(self.teacher))
 
     def _export_info(self) -> dict[str, Any]:
         a = self.args
@@ -140,7 +140,7 @@ class CheckpointExportMixin:
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         if self.pruner is not None:
-            check_checkpoint(resume_from_checkpoint)
+            check_checkpoint(resume_from_checkpoint, self.pruner.target, self.pruner.initial, self.pruner.num_layers)
             self.pruner.rebind()  # under FSDP2 this runs after the student was sharded
             self.pruner.load(resume_from_checkpoint)
         super()._load_from_checkpoint(resume_from_checkpoint, model)

@@ -22,6 +22,7 @@ SCHEDULES = ("cubic", "linear", "oneshot")
 PRUNING_MODES = ("auto", "physical", "masks")
 PRED_POSITIONS = ("all", "masked")
 TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
+STUDENT_DTYPES = ("float32", "bfloat16", "float16")
 KD_LOSSES = ("forward_kl", "reverse_kl", "jsd")
 # The weight flags of the loss terms (the trainer's `TERMS` computes one term for each).
 LOSS_WEIGHTS = ("alpha_mlm", "alpha_pred", "alpha_hidden", "alpha_attn")
@@ -234,9 +235,18 @@ class HomoDistilConfig(TrainingArguments):
     teacher_dtype: str = field(
         default="auto",
         metadata={"help": "Precision the teacher is held in: 'auto' (the training precision: bf16 / fp16 under "
-                  "--bf16 / --fp16, else the student's), or 'float32', 'bfloat16', 'float16'. The teacher never gets "
+                  "--bf16 / --fp16, else the student's, float32 by default), or 'float32', 'bfloat16', 'float16'. The teacher never gets "
                   "gradients, optimizer state or a DDP / FSDP wrapper; bfloat16 halves its memory.",
                   "choices": list(TEACHER_DTYPES)},
+    )
+
+    student_dtype: str = field(
+        default="float32",
+        metadata={"help": "Precision of the trainable student's weights (and so of its optimizer state): 'float32' "
+                  "(master weights, whatever the teacher is stored in; --bf16 / --fp16 set the compute precision), "
+                  "or 'bfloat16' / 'float16' to train the weights themselves in half precision (less memory; small "
+                  "updates are lost to rounding). Used where the student is made from the teacher.",
+                  "choices": list(STUDENT_DTYPES)},
     )
 
     overwrite_output_dir: bool = field(
@@ -315,6 +325,8 @@ class HomoDistilConfig(TrainingArguments):
                 raise UserError(f"--{name} must be >= 0: a fraction of training (<= 1) or a step (got "
                                 f"{getattr(self, name)})")
         self._check_prune_order()
+        if self.student_dtype not in STUDENT_DTYPES:
+            raise UserError(f"--student_dtype {self.student_dtype!r} is not one of {', '.join(STUDENT_DTYPES)}")
 
     def _check_prune_order(self) -> None:
         """--prune_end, once known, does not come before --prune_start (when both are fractions or both steps)."""

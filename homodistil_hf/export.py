@@ -30,7 +30,7 @@ from .pruning.importance import Importance, MagnitudeImportance
 from .pruning.pruner import Pruner
 from .pruning.state import PruningState, selection_between
 from .pruning.surgery import finalize_attention_scale, prune_model
-from .pruning.targets import check_target, count_backbone_params
+from .pruning.targets import check_target, config_for_shape, count_backbone_params
 
 EXPORT_INFO = "homodistil.json"
 _TMP_PREFIX = ".homodistil-export-"
@@ -171,15 +171,40 @@ def _umask() -> int:
     return mask
 
 
+# Config fields that describe the saved weights or the writer, not the model: not taken from the teacher.
+_OWN_FIELDS = {"dtype", "torch_dtype", "architectures", "transformers_version", "_name_or_path"}
+
+
+def follow_teacher_config(compact: nn.Module, teacher: nn.Module) -> None:
+    """Give `compact` the teacher's config and generation config except for what pruning changed (the widths, as
+    the family's adapter writes them) and the fields that describe the saved weights (`dtype`, `architectures`):
+    training changes fields it does not prune (the Trainer sets `use_cache` to `--use_cache`, False by default)."""
+    expected = config_for_shape(teacher.config, shape_of(compact.config)).to_dict()
+    for key, value in expected.items():
+        if key not in _OWN_FIELDS and hasattr(compact.config, key) and getattr(compact.config, key) != value:
+            try:
+                setattr(compact.config, key, copy.deepcopy(value))
+            except (AttributeError, TypeError, ValueError):  # a derived or read-only field: leave it
+                pass
+    generation = getattr(teacher, "generation_config", None)
+    if generation is not None and getattr(compact, "generation_config", None) is not None:
+        compact.generation_config = copy.deepcopy(generation)
+
+
 def export_model(model: nn.Module, output_dir: str | os.PathLike, state: PruningState | None = None,
-                 physical: bool = True, tokenizer=None, info: dict[str, Any] | None = None) -> nn.Module:
+                 physical: bool = True, tokenizer=None, info: dict[str, Any] | None = None,
+                 teacher: nn.Module | None = None) -> nn.Module:
     """Save a compact, stock copy of a (pruned) student to `output_dir`; returns the compact model.
 
     Writes the safetensors weights and config (`save_pretrained`), the tokenizer if given, a model card
     (`README.md`) and `homodistil.json` (teacher, shapes, parameter counts, recipe and which teacher structures
-    each student structure came from).
+    each student structure came from). With `teacher`, the config and generation config are the teacher's except for
+    the pruned widths (`follow_teacher_config`). The switch from a previous export in `output_dir` is atomic for the
+    next run (see `_atomic_save`).
     """
     compact = compact_copy(model, state, physical)
+    if teacher is not None:
+        follow_teacher_config(compact, teacher)
     check_stock(compact)
     info = dict(info or {})
     info["teacher"] = teacher_id(info.get("teacher"))  # a Hub id or a folder name, not a path on this machine

@@ -69,6 +69,8 @@ def check_task_output_dir(training_args) -> None:
     """
     overwrite = training_args.overwrite_output_dir or not training_args.do_train
     validate.check_output_dir(training_args.output_dir, resuming=bool(training_args.resume_from_checkpoint), overwrite=overwrite)
+    if training_args.do_train:
+        validate.resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
 
 
 def load_tokenizer(model_args: ModelArguments):
