@@ -342,3 +342,41 @@ def test_hub_failure_names_the_cause(monkeypatch):
     assert "no loadable config under that id" in hub_failure(OSError("404 Repository Not Found"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert "offline mode is on" in hub_failure(OSError("anything"))
+
+
+# --- 10. run_glue / run_squad on a stock decoder without a pad token ----------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_run_glue_pads_a_decoder_without_pad_token(tmp_path, family, monkeypatch):
+    from homodistil_hf.cli.common import run_cli
+    from homodistil_hf.cli.run_glue import main
+    from homodistil_hf.testing import save_tiny_decoder
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = save_tiny_decoder(tmp_path / "model", family)
+    tokenizer_config = json.loads((model / "tokenizer_config.json").read_text())
+    tokenizer_config["pad_token"] = None  # as stock Llama and GPT-2 tokenizers ship
+    tokenizer_config.setdefault("eos_token", "[SEP]")
+    (model / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    config = json.loads((model / "config.json").read_text())
+    config.pop("pad_token_id", None)
+    (model / "config.json").write_text(json.dumps(config))
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(model).pad_token is None
+    glue = tmp_path / "MRPC"
+    glue.mkdir()
+    head = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+    rows = "".join(f"{i % 2}\t{i}\t{i + 1}\tthe man was good {i}\tshe had made a world\n" for i in range(12))
+    for name in ("train", "dev"):
+        (glue / f"{name}.tsv").write_text(head + rows)
+    metrics = run_cli(main, ["--model_name_or_path", str(model), "--task_name", "mrpc", "--data_dir", str(glue),
+                             "--do_train", "--do_eval", "--max_steps", "2", "--per_device_train_batch_size", "4",
+                             "--max_seq_length", "32", "--output_dir", str(tmp_path / "out"), "--use_cpu",
+                             "--report_to", "none", "--save_strategy", "no"])
+    assert metrics is None or isinstance(metrics, dict)
+    results = json.loads((tmp_path / "out" / "all_results.json").read_text())
+    assert "eval_accuracy" in results
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved["pad_token_id"] is not None
