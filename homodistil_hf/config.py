@@ -235,7 +235,7 @@ class HomoDistilConfig(TrainingArguments):
     teacher_dtype: str = field(
         default="auto",
         metadata={"help": "Precision the teacher is held in: 'auto' (the training precision: bf16 / fp16 under "
-                  "--bf16 / --fp16, else the student's, float32 by default), or 'float32', 'bfloat16', 'float16'. The teacher never gets "
+                  "--bf16 / --fp16, else the student's), or 'float32', 'bfloat16', 'float16'. The teacher never gets "
                   "gradients, optimizer state or a DDP / FSDP wrapper; bfloat16 halves its memory.",
                   "choices": list(TEACHER_DTYPES)},
     )
