@@ -92,8 +92,10 @@ class CheckpointExportMixin:
             model = full_copy(model, keep=self.args.should_save)
             if model is None:
                 return None
-        return export_model(model, output_dir, state, physical, tokenizer=self.processing_class,
-                            info=self._export_info())
+        compact = export_model(model, output_dir, state, physical, tokenizer=self.processing_class,
+                               info=self._export_info(), teacher=self.accelerator.unwrap_model(self.teacher))
+        self._exported = (str(output_dir), self.state.global_step)
+        return compact
 
     def _export_info(self) -> dict[str, Any]:
         a = self.args
@@ -122,7 +124,10 @@ class CheckpointExportMixin:
 
     def push_to_hub(self, *args, **kwargs):
         """Export the compact model to `output_dir`, then upload it (Trainer.push_to_hub saves checkpoints only)."""
-        if self.correspondence is not None and (
+        # Export unless this very state is exported there already (a new export would drop the results and
+        # trainer state the run wrote after the first one, as files of the previous export).
+        exported = getattr(self, "_exported", None) == (str(self.args.output_dir), self.state.global_step)
+        if self.correspondence is not None and not exported and (
                 self.args.should_save or any_sharded(self.accelerator.unwrap_model(self.model))):
             self.export(self.args.output_dir)
         self._saving_checkpoint = True  # the Trainer's own save inside push_to_hub must not overwrite the export
@@ -140,7 +145,7 @@ class CheckpointExportMixin:
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         if self.pruner is not None:
-            check_checkpoint(resume_from_checkpoint)
+            check_checkpoint(resume_from_checkpoint, self.pruner.target, self.pruner.initial, self.pruner.num_layers)
             self.pruner.rebind()  # under FSDP2 this runs after the student was sharded
             self.pruner.load(resume_from_checkpoint)
         super()._load_from_checkpoint(resume_from_checkpoint, model)

@@ -22,6 +22,7 @@ SCHEDULES = ("cubic", "linear", "oneshot")
 PRUNING_MODES = ("auto", "physical", "masks")
 PRED_POSITIONS = ("all", "masked")
 TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
+STUDENT_DTYPES = ("float32", "bfloat16", "float16")
 KD_LOSSES = ("forward_kl", "reverse_kl", "jsd")
 GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")
 # The weight flags of the loss terms (the trainer's `TERMS` computes one term for each).
@@ -287,6 +288,15 @@ class HomoDistilConfig(TrainingArguments):
                   "choices": list(TEACHER_DTYPES)},
     )
 
+    student_dtype: str = field(
+        default="float32",
+        metadata={"help": "Precision of the trainable student's weights (and so of its optimizer state): 'float32' "
+                  "(master weights, whatever the teacher is stored in; --bf16 / --fp16 set the compute precision), "
+                  "or 'bfloat16' / 'float16' to train the weights themselves in half precision (less memory; small "
+                  "updates are lost to rounding). Used where the student is made from the teacher.",
+                  "choices": list(STUDENT_DTYPES)},
+    )
+
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Allow a run to write into an --output_dir that already holds a model or checkpoints. "
@@ -373,6 +383,9 @@ class HomoDistilConfig(TrainingArguments):
                             f"{self.eval_tasks_limit:g})")
         if self.eval_tasks_include_path is not None and not self.eval_tasks:
             raise UserError("--eval_tasks_include_path names where local lm-eval tasks live: give --eval_tasks too")
+
+        if self.student_dtype not in STUDENT_DTYPES:
+            raise UserError(f"--student_dtype {self.student_dtype!r} is not one of {', '.join(STUDENT_DTYPES)}")
 
     @property
     def eval_task_list(self) -> list[str]:

@@ -96,8 +96,15 @@ def text_column(dataset, name: str | None = None) -> str:
         if name not in columns:
             raise UserError(f"--text_column_name {name!r} is not a column of the corpus (columns: "
                             f"{', '.join(columns)})")
-        return name
-    return "text" if "text" in columns else columns[0]
+        column, why = name, f"--text_column_name {name!r}"
+    else:
+        column = "text" if "text" in columns else columns[0]
+        why = "the 'text' column" if column == "text" else f"the first column, {column!r} (there is no 'text' column),"
+    dtype = getattr((getattr(dataset, "features", None) or {}).get(column), "dtype", "string")
+    if dtype not in ("string", "large_string"):
+        raise UserError(f"{why} would be used as the text, but it holds {dtype} values, not text: pass "
+                        f"--text_column_name with a text column (columns: {', '.join(columns)})")
+    return column
 
 
 def pack_blocks(raw, tokenizer, max_seq_length: int, text_column_name: str | None = None, num_proc: int | None = None,

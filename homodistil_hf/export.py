@@ -4,7 +4,8 @@ model card and the run's arguments (JSON), and push the export to the Hub.
 `export_model` takes a student in either training form (physically pruned, or full size with masks), produces a
 compact copy whose attention scale is the stock `head_dim ** -0.5` (folded into the query weights), checks that its
 config describes it exactly, and saves it with `save_pretrained` (safetensors). Files are written to a temporary
-folder and moved into place one by one, so an interrupted export never leaves a half-written weights file.
+folder and switched into place under a journal, so an interrupted export leaves the previous export, or a switch
+to the new one that the next export (`recover_export`) finishes: never a mix once recovered.
 
 `prune_to_shape` is the one-call API for users outside the Trainer: score a model, keep the best structures, done.
 """
@@ -30,7 +31,7 @@ from .pruning.importance import Importance, MagnitudeImportance
 from .pruning.pruner import Pruner
 from .pruning.state import PruningState, selection_between
 from .pruning.surgery import finalize_attention_scale, prune_model
-from .pruning.targets import check_target, count_backbone_params
+from .pruning.targets import check_target, config_for_shape, count_backbone_params
 
 EXPORT_INFO = "homodistil.json"
 _TMP_PREFIX = ".homodistil-export-"
@@ -143,25 +144,78 @@ def model_card(info: dict[str, Any]) -> str:
     return "\n".join(line for line in lines if line is not None) + "\n"
 
 
+JOURNAL = ".homodistil-export.journal"
+# Files of an export, or of the run that wrote it, that a new export replaces: any of them the new export does not
+# write is removed in the switch, so that nothing of the previous export or run sits beside the new one (the run
+# writes its results and trainer state again after the export).
+_EXPORT_FILES = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "config.json",
+                 "generation_config.json", "tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*",
+                 "merges.txt", "chat_template.*", "README.md", EXPORT_INFO, "all_results.json", "train_results.json",
+                 "eval_results.json", "predict_results.json", "trainer_state.json", "training_args.json")
+
+
 def _atomic_save(folder: Path, write) -> None:
-    """Call `write(tmpdir)`, then move each file into `folder` (each move atomic; weights last), with the permissions
-    a plain write gives (0666 less the umask; save_pretrained writes model.safetensors through a temporary file, which
-    leaves it 0600, readable by its owner only)."""
+    """Call `write(tmpdir)` into a temporary folder inside `folder`, then switch `folder` to the new files: a journal
+    (written atomically) lists the files to move into place and the previous export's files to remove, and the
+    moves follow (each atomic; weights last). A run killed before the journal leaves the previous export as it
+    was; once the journal exists the new export is decided, and the next export (`recover_export`, which it calls
+    first) finishes the switch. Files get the permissions a plain write gives (0666 less the umask;
+    save_pretrained writes model.safetensors through a temporary file, which leaves it 0600)."""
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob(f"{_TMP_PREFIX}*"):  # left by an export that was killed
-        shutil.rmtree(stale, ignore_errors=True)
+    recover_export(folder)
     tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=folder))
     mode = 0o666 & ~_umask()
     try:
         write(tmp)
         files = sorted((p for p in tmp.rglob("*") if p.is_file()), key=lambda p: p.suffix == ".safetensors")
         for src in files:
-            dest = folder / src.relative_to(tmp)
-            dest.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(src, mode)
-            os.replace(src, dest)
+        names = [str(p.relative_to(tmp)) for p in files]
+        stale = sorted({p.name for pattern in _EXPORT_FILES for p in folder.glob(pattern) if p.is_file()}
+                       - set(names))
+        pending = folder / (JOURNAL + ".tmp")
+        pending.write_text(json.dumps({"tmp": tmp.name, "files": names, "remove": stale}))
+        os.replace(pending, folder / JOURNAL)  # the switch is decided here
+        _finish_switch(folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def recover_export(folder: str | os.PathLike) -> None:
+    """Bring an output folder whose export was interrupted back to one complete export: finish a switch whose
+    journal was written (the new export), else drop the unfinished temporary files (the previous export stays).
+    Called before every export; safe to call on any folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    if (folder / JOURNAL).is_file():
+        _finish_switch(folder)
+    (folder / (JOURNAL + ".tmp")).unlink(missing_ok=True)
+    for stale in folder.glob(f"{_TMP_PREFIX}*"):  # left by an export killed before its switch
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _finish_switch(folder: Path) -> None:
+    """Carry out the journal of `folder`: move the new files still in the temporary folder into place (weights
+    last), remove the previous export's files the new one lacks, then drop the journal and the temporary folder.
+    Every step can be repeated, so a run killed here is finished by the next one."""
+    journal = folder / JOURNAL
+    try:
+        plan = json.loads(journal.read_text())
+        tmp, names, stale = folder / plan["tmp"], list(plan["files"]), list(plan["remove"])
+    except (OSError, ValueError, KeyError, TypeError):  # not written by this module: leave the folder alone
+        journal.unlink(missing_ok=True)
+        return
+    for name in stale:
+        (folder / name).unlink(missing_ok=True)
+    for name in names:
+        src = tmp / name
+        if src.is_file():
+            dest = folder / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dest)
+    journal.unlink()
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _umask() -> int:
@@ -171,15 +225,40 @@ def _umask() -> int:
     return mask
 
 
+# Config fields that describe the saved weights or the writer, not the model: not taken from the teacher.
+_OWN_FIELDS = {"dtype", "torch_dtype", "architectures", "transformers_version", "_name_or_path"}
+
+
+def follow_teacher_config(compact: nn.Module, teacher: nn.Module) -> None:
+    """Give `compact` the teacher's config and generation config except for what pruning changed (the widths, as
+    the family's adapter writes them) and the fields that describe the saved weights (`dtype`, `architectures`):
+    training changes fields it does not prune (the Trainer sets `use_cache` to `--use_cache`, False by default)."""
+    expected = config_for_shape(teacher.config, shape_of(compact.config)).to_dict()
+    for key, value in expected.items():
+        if key not in _OWN_FIELDS and hasattr(compact.config, key) and getattr(compact.config, key) != value:
+            try:
+                setattr(compact.config, key, copy.deepcopy(value))
+            except (AttributeError, TypeError, ValueError):  # a derived or read-only field: leave it
+                pass
+    generation = getattr(teacher, "generation_config", None)
+    if generation is not None and getattr(compact, "generation_config", None) is not None:
+        compact.generation_config = copy.deepcopy(generation)
+
+
 def export_model(model: nn.Module, output_dir: str | os.PathLike, state: PruningState | None = None,
-                 physical: bool = True, tokenizer=None, info: dict[str, Any] | None = None) -> nn.Module:
+                 physical: bool = True, tokenizer=None, info: dict[str, Any] | None = None,
+                 teacher: nn.Module | None = None) -> nn.Module:
     """Save a compact, stock copy of a (pruned) student to `output_dir`; returns the compact model.
 
     Writes the safetensors weights and config (`save_pretrained`), the tokenizer if given, a model card
     (`README.md`) and `homodistil.json` (teacher, shapes, parameter counts, recipe and which teacher structures
-    each student structure came from).
+    each student structure came from). With `teacher`, the config and generation config are the teacher's except for
+    the pruned widths (`follow_teacher_config`). The switch from a previous export in `output_dir` is atomic for the
+    next run (see `_atomic_save`).
     """
     compact = compact_copy(model, state, physical)
+    if teacher is not None:
+        follow_teacher_config(compact, teacher)
     check_stock(compact)
     info = dict(info or {})
     info["teacher"] = teacher_id(info.get("teacher"))  # a Hub id or a folder name, not a path on this machine

@@ -33,6 +33,7 @@ from .gguf_teacher import gguf_teacher
 from .pruning.state import PruningState, selection_between
 from .pruning.surgery import finalize_attention_scale, prune_model
 from .pruning.targets import config_for_shape
+from .validate import looks_local
 
 # Head kinds (`arch.HEAD_KINDS`) -> the Auto class that loads a checkpoint with that head.
 AUTO_CLASSES = {
@@ -60,16 +61,35 @@ def load_config(name_or_path: str, flag: str = "--teacher_name_or_path", gguf_fi
     except UserError:
         raise
     except (OSError, ValueError) as err:
-        if os.path.isdir(name_or_path) or os.path.sep in name_or_path or name_or_path.startswith("."):
+        if os.path.isdir(name_or_path) or looks_local(name_or_path):
             raise UserError(f"{flag} {name_or_path}: no loadable config.json there ({type(err).__name__}); point it "
                             "to a folder written by save_pretrained") from None
-        raise UserError(f"{flag} {name_or_path}: not found locally and not loadable from the Hub (offline or "
-                        "unknown id); pass a local folder or check the model id") from None
+        raise UserError(f"{flag} {name_or_path}: not a local folder, and {hub_failure(err)}") from None
     try:
         get_adapter(config)  # the registry's one check (families registered later included)
     except UserError as err:
         raise UserError(f"{flag} {name_or_path}: {err}") from None
     return config
+
+
+def hub_failure(err: BaseException) -> str:
+    """Why a Hub id did not load and what to do, in words: offline mode, no network, or (otherwise) no such model."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE") or \
+            os.environ.get("TRANSFORMERS_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        return ("offline mode is on (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE) with no copy in the Hub cache: unset "
+                "offline mode to download it, or pass a local folder")
+    chain, seen = err, []
+    while chain is not None and chain not in seen:
+        seen.append(chain)
+        chain = chain.__cause__ or chain.__context__
+    if any(isinstance(e, LocalEntryNotFoundError | ConnectionError) or "connect" in str(e).lower() or
+           "ConnectError" in type(e).__name__ or "Timeout" in type(e).__name__ for e in seen):
+        return ("the Hub could not be reached (no network) with no copy in the Hub cache: connect, or pass a local "
+                "folder")
+    return "the Hub has no loadable config under that id: check the id (log in for a private one), or pass a folder"
 
 
 def load_teacher(name_or_path: str, auto_class=None, dtype: torch.dtype | None = None, gguf_file: str | None = None,
@@ -109,17 +129,21 @@ def check_student_args(init: str, target: Shape | None, num_layers: int | None, 
 
 
 def make_student(teacher: PreTrainedModel, init: str = "teacher", target: Shape | None = None,
-                 num_layers: int | None = None, seed: int = 42) -> tuple[PreTrainedModel, PruningState | None]:
+                 num_layers: int | None = None, seed: int = 42,
+                 dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PruningState | None]:
     """Build a student from a teacher; returns it and, when it is a cut of the teacher, which teacher structures
-    it holds (so the losses can pair student and teacher channels and heads)."""
+    it holds (so the losses can pair student and teacher channels and heads).
+
+    The student's weights are in `dtype` (fp32 master weights by default, whatever the teacher is stored in: a
+    bfloat16 student would also get bfloat16 Adam state, and small updates would round away)."""
     initial = shape_of(teacher.config)
     teacher_layers = len(get_adapter(teacher).layers(teacher))
     check_student_args(init, target, num_layers, teacher_layers)
     if init == "teacher":
-        student = copy.deepcopy(teacher)
+        student = copy.deepcopy(teacher).to(dtype)
         return student.train().requires_grad_(True), None
     if init == "truncate":
-        student = copy.deepcopy(teacher)
+        student = copy.deepcopy(teacher).to(dtype)
         state = PruningState.first(initial, target, teacher_layers)
         with torch.no_grad():
             prune_model(student, selection_between(PruningState.full(initial, teacher_layers), state))
@@ -131,7 +155,7 @@ def make_student(teacher: PreTrainedModel, init: str = "teacher", target: Shape 
             config.num_hidden_layers = num_layers
         torch.manual_seed(seed)
         student = type(teacher)(config)
-        student.to(dtype=next(teacher.parameters()).dtype)
+        student.to(dtype=dtype)
         return student.train().requires_grad_(True), None
     raise AssertionError(init)  # check_student_args refused anything else
 

@@ -95,7 +95,8 @@ class HomoDistilTrainer(CheckpointExportMixin, Trainer):
         # Settings left on "auto" (alpha_attn, prune_end) depend on the teacher's family.
         args.resolve_for_teacher(teacher_adapter.causal_lm)
         if model is None:
-            model = copy.deepcopy(teacher).train().requires_grad_(True)
+            # fp32 master weights by default, whatever the teacher is stored in (--student_dtype)
+            model = copy.deepcopy(teacher).to(getattr(torch, args.student_dtype)).train().requires_grad_(True)
         check_distributed_support(args)
 
         # Eager attention only when attention maps are distilled: it is slower and uses more memory.
@@ -150,10 +151,10 @@ class HomoDistilTrainer(CheckpointExportMixin, Trainer):
         either: every rank holds a full, frozen copy (`evaluation_mode` skips the FSDP wrapping)."""
         teacher.eval()
         teacher.requires_grad_(False)
+        # auto: the compute precision under --bf16 / --fp16, else the student's (a bf16-stored teacher and an fp32
+        # student: fp32, so both models' outputs meet in one precision)
         dtype = torch.bfloat16 if self.args.bf16 else (torch.float16 if self.args.fp16 else None)
-        student_dtype = next(self.model.parameters()).dtype
-        if student_dtype != torch.float32:
-            dtype = student_dtype  # a student loaded in half precision: match it
+        dtype = dtype or next(self.model.parameters()).dtype
         if self.args.teacher_dtype != "auto":
             dtype = getattr(torch, self.args.teacher_dtype)
         if dtype is not None:

@@ -40,7 +40,18 @@ def check_input_file(path: str | os.PathLike, flag: str, kind: str = "text",
     if not head:
         raise UserError(f"{flag} {path} is empty: pass a file with text in it")
     check_text_bytes(head, flag, path, kind)
+    if not head.strip() and _only_whitespace(p):
+        raise UserError(f"{flag} {path} holds only blank lines (whitespace): pass a file with text in it")
     return p
+
+
+def _only_whitespace(path: Path) -> bool:
+    """Whether a file holds whitespace only (read in chunks until the first other byte: cheap for real text)."""
+    with path.open("rb") as f:
+        while chunk := f.read(SNIFF_BYTES):
+            if chunk.strip():
+                return False
+    return True
 
 
 def check_text_bytes(data: bytes, flag: str, path, kind: str = "text") -> None:
@@ -150,6 +161,26 @@ def check_output_dir(output_dir: str, resuming: bool = False, overwrite: bool = 
             pass
     except OSError as err:
         raise UserError(f"--output_dir {output_dir} is not writable ({err.strerror}): choose another folder") from None
+
+
+def resolve_resume(resume, output_dir: str) -> str | None:
+    """`--resume_from_checkpoint`: a checkpoint folder, or `true` for the last `checkpoint-*` in `output_dir`; returns
+    the folder (None when not resuming). `UserError` for a folder that does not exist or holds no checkpoint."""
+    if resume in (None, False, "", "False", "false"):
+        return None
+    if resume in ("True", "true", True):
+        if not Path(output_dir).is_dir():
+            raise UserError(f"--resume_from_checkpoint {resume}: --output_dir {output_dir} does not exist, so there "
+                            "is no checkpoint to resume; drop --resume_from_checkpoint or pass a checkpoint folder")
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(output_dir)
+        if last is None:
+            raise UserError(f"--resume_from_checkpoint: no checkpoint-* folder in {output_dir}")
+        return last
+    if not Path(resume).is_dir():
+        raise UserError(f"--resume_from_checkpoint {resume} is not a folder")
+    return str(resume)
 
 
 def check_seq_length(config, max_seq_length: int, flag: str = "--max_seq_length") -> None:

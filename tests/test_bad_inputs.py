@@ -21,7 +21,10 @@ from transformers import OPTConfig, OPTForCausalLM
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
 import homodistil_hf.cli.run_distill as run_distill
+from homodistil_hf.arch import Shape
 from homodistil_hf.cli.common import run_cli
+from homodistil_hf.pruning.pruner import STATE_FILE
+from homodistil_hf.pruning.state import PruningState
 from homodistil_hf.testing import save_tiny_model, tiny_model, tiny_tokenizer, tiny_vocab, write_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +42,7 @@ class Case:
     output: str = "sentinel"  # 'sentinel': an existing folder with a user file; 'model': it holds a model too; 'new'
     subprocess: bool = False  # also run as a subprocess in the default run
     loads_weights: bool = False  # the mistake shows only when the teacher's weights load
+    env: dict = field(default_factory=dict)  # environment variables for the run (e.g. HF_HUB_OFFLINE)
 
 
 # {t}: the teacher folder, {d}: the fixture folder, {o}: the output folder.
@@ -126,6 +130,20 @@ CASES = [
     Case("prune_end_fraction_at_the_end", ["--prune_end 0.9", "step 2", "the last is step 1"], {"--prune_end": "0.9"}),
     Case("prune_end_after_epochs", ["--prune_end 500", "--num_train_epochs 1", "never be reached"],
          {"--max_steps": None, "--num_train_epochs": "1", "--prune_end": "500"}),
+    # Issue 19.
+    Case("resume_checkpoint_of_narrower_target", ["--resume_from_checkpoint", "hidden 48, 3 heads x 16, FFN 56",
+                                                  "target hidden 48, 3 heads x 16, FFN 64", "FFN already smaller"],
+         {"--resume_from_checkpoint": "{d}/narrow-checkpoint"}),
+    Case("blank_lines_corpus", ["--train_file", "blank.txt", "only blank lines"], {"--train_file": "{d}/blank.txt"}),
+    Case("csv_numeric_first_column", ["'id'", "no 'text' column", "int64 values", "--text_column_name",
+                                      "columns: id, sentence"], {"--train_file": "{d}/numeric.csv"}),
+    Case("resume_true_without_output_dir", ["--resume_from_checkpoint true", "does not exist", "no checkpoint"],
+         {"--resume_from_checkpoint": "true"}, output="new"),
+    Case("json_config_then_flags", ["config file", "cannot be combined with flags"],
+         argv=["{d}/broken.json", "--max_steps", "3"]),
+    Case("flags_then_json_config", ["config file", "ds.json", "cannot be combined with flags"], extra=["{d}/ds.json"]),
+    Case("hub_id_offline", ["--teacher_name_or_path someorg/no-such-model", "offline mode is on", "HF_HUB_OFFLINE"],
+         {"--teacher_name_or_path": "someorg/no-such-model"}, env={"HF_HUB_OFFLINE": "1"}),
 ]
 if importlib.util.find_spec("deepspeed") is None:
     CASES.append(Case("deepspeed_not_installed", ["a flag needs deepspeed", "pip install"],
@@ -180,6 +198,14 @@ def data(tmp_path_factory):
     for name in ("config.json", "model.safetensors"):
         (plain / name).write_bytes((teacher / name).read_bytes())
     (plain / "trainer_state.json").write_text(json.dumps({"global_step": 1}))
+    narrow = d / "narrow-checkpoint"  # a checkpoint of a run pruned past this table's target (FFN 56 < 64)
+    narrow.mkdir()
+    config = json.loads((teacher / "config.json").read_text())
+    initial = Shape(config["hidden_size"], config["num_attention_heads"],
+                    config["hidden_size"] // config["num_attention_heads"], config["intermediate_size"])
+    PruningState.first(initial, Shape(48, 3, 16, 56), config["num_hidden_layers"]).save(narrow / STATE_FILE)
+    (d / "blank.txt").write_text("\n  \n\t\n" * 50)
+    (d / "numeric.csv").write_text("id,sentence\n" + "".join(f"{i},Sentence number {i} is here.\n" for i in range(50)))
     (d / "broken.json").write_text('{"teacher_name_or_path": ')
     (d / "ds.json").write_text(json.dumps({"train_batch_size": 4}))
     (d / "bad-config.json").write_text(json.dumps({"teacher_name_or_path": str(teacher), "output_dir": str(d / "o"),
@@ -235,6 +261,12 @@ def test_bad_input_in_process(case, data, tmp_path, capsys, monkeypatch):
     def no_weights(*args, **kwargs):
         raise _NoTraining(f"{case.id}: the teacher's weights were loaded before the mistake was found")
 
+    for key, value in case.env.items():
+        monkeypatch.setenv(key, value)
+    if case.env.get("HF_HUB_OFFLINE"):  # read once, at import
+        import huggingface_hub.constants
+
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(run_distill.HomoDistilTrainer, "train", no_training)
     if not case.loads_weights:
         monkeypatch.setattr(run_distill, "load_teacher", no_weights)
@@ -251,7 +283,7 @@ def _subprocess(case, data, tmp_path):
     out = _output_dir(case, tmp_path)
     before = _snapshot(out)
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+               TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", **case.env)
     proc = subprocess.run([sys.executable, str(ROOT / "run_distill.py"), *_argv(case, teacher, d, out)],
                           capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     _check(case, proc.returncode, proc.stderr, out, before, d, teacher)

@@ -112,7 +112,12 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
     try:
         if len(argv) == 1 and argv[0].endswith(".json"):
             return parser.parse_dict(_read_json_config(argv[0], dataclass_types))
+        if argv and argv[0].endswith(".json") and not argv[0].startswith("-"):
+            _refuse_combined(argv[0])
         *parsed, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+        stray = [a for a in unknown if a.endswith(".json") and not a.startswith("-")]
+        if stray:
+            _refuse_combined(stray[0])
         if unknown:
             raise UserError(f"unrecognised arguments: {' '.join(unknown)} (run with --help to list the flags)")
         return tuple(parsed)
@@ -131,6 +136,11 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
         need = found.group(1) if found else text
         raise UserError(f"a flag needs {need}, which is not installed: pip install '{need}', or drop the flag that "
                         "needs it (e.g. --deepspeed needs deepspeed)") from None
+
+
+def _refuse_combined(path: str) -> NoReturn:
+    raise UserError(f"config file {path} cannot be combined with flags: put every setting in the JSON file (keys are "
+                    "the flag names), or pass flags only")
 
 
 def _read_json_config(path: str, dataclass_types: Sequence[type]) -> dict[str, Any]:

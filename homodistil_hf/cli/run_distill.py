@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import transformers
 from transformers import AutoTokenizer, TrainerCallback, default_data_collator, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from ..arch import Shape, get_adapter, is_causal_lm
 from ..config import HomoDistilConfig
@@ -57,6 +57,7 @@ from ..validate import (
     check_seq_length,
     check_tokenizer,
     planned_steps,
+    resolve_resume,
 )
 from .common import parse_args, run_cli, setup_logging
 
@@ -177,15 +178,10 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
     check_seq_length(teacher_config, data_args.max_seq_length)
     resume = args.resume_from_checkpoint
     check_output_dir(args.output_dir, resuming=bool(resume), overwrite=getattr(args, "overwrite_output_dir", False))
-    if resume in ("True", "true", True):
-        resume = get_last_checkpoint(args.output_dir)
-        if resume is None:
-            raise UserError(f"--resume_from_checkpoint: no checkpoint-* folder in {args.output_dir}")
-    elif resume and not Path(resume).is_dir():
-        raise UserError(f"--resume_from_checkpoint {resume} is not a folder")
+    resume = resolve_resume(resume, args.output_dir)
     pruning = model_args.student_init == "teacher" and target is not None and target != adapter.shape_of(teacher_config)
-    if resume and pruning:
-        check_checkpoint(resume)
+    if resume and pruning:  # the checkpoint's widths must be able to reach this run's target
+        check_checkpoint(resume, target, adapter.shape_of(teacher_config), teacher_config.num_hidden_layers)
     _check_student(model_args, args, teacher_config, target)
     if pruning and args.max_steps > 0:  # a run that cannot reach its targets stops here (epochs: once the corpus is)
         check_prune_window(args, args.max_steps)
@@ -227,7 +223,8 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
     set_seed(args.seed)
     teacher = load_teacher(teacher_source, cache_dir=model_args.cache_dir)
     student, student_state = make_student(teacher, model_args.student_init, target,
-                                          model_args.student_num_hidden_layers, seed=args.seed)
+                                          model_args.student_num_hidden_layers, seed=args.seed,
+                                          dtype=getattr(torch, args.student_dtype))
     if model_args.student_head == "mlm":
         student = _with_mlm_head(student)
 

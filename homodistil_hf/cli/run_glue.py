@@ -227,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         finetuning_task=data.name,
         **({"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}} if id2label else {}),
     )
-    model = load_model(AutoModelForSequenceClassification, model_args, config)
+    model = load_model(AutoModelForSequenceClassification, model_args, config, tokenizer)
     model = maybe_wrap_lora(model, model_args, training_args, "SEQ_CLS")
 
     limit_splits(data, data_args)

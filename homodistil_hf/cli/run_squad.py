@@ -228,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args)
     require_offsets(tokenizer)
-    model = load_model(AutoModelForQuestionAnswering, model_args, load_task_config(model_args))
+    model = load_model(AutoModelForQuestionAnswering, model_args, load_task_config(model_args), tokenizer)
     model = maybe_wrap_lora(model, model_args, training_args, "QUESTION_ANS")
 
     if "train" in examples:

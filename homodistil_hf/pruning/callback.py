@@ -56,7 +56,8 @@ class PruningCallback(TrainerCallback):
         if self.should_prune(step):
             widths = self.schedule.widths_at(step)
             pruner.prune_to(widths)
-            logger.info("step %d: pruned to %s (sparsity %.3f)", step, widths, pruner.sparsity())
+            # The widths the model now has (the schedule's widths can be wider than a resumed state: never claim them).
+            logger.info("step %d: pruned to %s (sparsity %.3f)", step, pruner.state.shape, pruner.sparsity())
             if pruner.done:
                 pruner.importance.close()  # free the score buffers: nothing more to prune
 

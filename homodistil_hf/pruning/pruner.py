@@ -33,12 +33,53 @@ STATE_FILE = "pruning_state.json"
 IMPORTANCE_FILE = "pruning_importance.safetensors"
 
 
-def check_checkpoint(folder: str | Path) -> None:
-    """A checkpoint to resume a pruning run from must hold its pruning state (one check, for the script's up-front
-    validation and for the trainer)."""
-    if not (Path(folder) / STATE_FILE).is_file():
+def check_checkpoint(folder: str | Path, target: Shape | None = None, teacher: Shape | None = None,
+                     num_layers: int | None = None) -> PruningState:
+    """A checkpoint to resume a pruning run from must hold its pruning state, and that state must be able to reach
+    `target` (when given): pruning only removes structures, so every width of the target must be at most the
+    checkpoint's (hidden, heads, key/value heads, heads per group, head size, FFN), and the state must describe
+    `teacher` (its layer count, grouped-query attention or not, indices within the teacher's widths). One check,
+    for the script's up-front validation and for the trainer's resume path. Returns the checkpoint's state;
+    `UserError` naming both shapes otherwise."""
+    path = Path(folder) / STATE_FILE
+    if not path.is_file():
         raise UserError(f"--resume_from_checkpoint {folder} has no {STATE_FILE}: it was not written by a pruning run "
                         "with these targets; resume from a checkpoint of this run, or drop the --target_* flags")
+    try:
+        state = PruningState.load(path)
+        shape = state.shape
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as err:
+        raise UserError(f"--resume_from_checkpoint {folder}: {STATE_FILE} cannot be read ({type(err).__name__}); "
+                        "resume from another checkpoint") from None
+    if teacher is not None:
+        widths = (len(state.hidden), teacher.hidden), *((len(k.ffn), teacher.intermediate) for k in state.layers)
+        grouped = teacher.kv_heads != teacher.heads
+        same_kind = all((k.kv is not k.heads) == grouped for k in state.layers)
+        in_range = (_top(state.hidden) < teacher.hidden and shape.heads <= teacher.heads
+                    and shape.head_dim <= teacher.head_dim and shape.kv_heads <= teacher.kv_heads
+                    and all(_top(k.ffn) < teacher.intermediate
+                            and _top(k.heads) < teacher.heads for k in state.layers))
+        if (num_layers is not None and len(state.layers) != num_layers) or not same_kind or not in_range or any(
+                a > b for a, b in widths):
+            raise UserError(f"--resume_from_checkpoint {folder}: its pruning state ({shape}, "
+                            f"{len(state.layers)} layers) was not made from this teacher ({teacher}, {num_layers} "
+                            "layers); resume from a checkpoint of a run with this teacher")
+    if target is not None:
+        short = [name for name, have, want in (
+            ("hidden", shape.hidden, target.hidden), ("heads", shape.heads, target.heads),
+            ("key/value heads", shape.kv_heads, target.kv_heads),
+            ("heads per group", shape.group_size, target.group_size), ("head size", shape.head_dim, target.head_dim),
+            ("FFN", shape.intermediate, target.intermediate)) if want > have]
+        if short:
+            raise UserError(f"--resume_from_checkpoint {folder} holds a student pruned to {shape}, which cannot reach "
+                            f"the target {target} ({', '.join(short)} already smaller; pruning only removes): resume "
+                            "with the targets of the run that wrote it, or start a new run in a new --output_dir")
+    return state
+
+
+def _top(index: torch.Tensor) -> int:
+    """The largest index of a kept list (-1 when empty)."""
+    return int(index.max()) if len(index) else -1
 
 
 def _keep_top(scores: torch.Tensor, kept: torch.Tensor, k: int, physical: bool) -> torch.Tensor:

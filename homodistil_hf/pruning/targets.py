@@ -13,6 +13,7 @@ A target that breaks a rule is refused with one line that names the valid choice
 from __future__ import annotations
 
 import copy
+import logging
 
 import torch
 from transformers import AutoModel
@@ -20,6 +21,11 @@ from transformers import AutoModel
 from ..arch import Shape, get_adapter, shape_of
 from ..config import HomoDistilConfig, parse_param_count
 from ..errors import UserError
+
+logger = logging.getLogger(__name__)
+# A --target_params that keeps less than this share of the teacher's backbone parameters is warned about (a typo
+# such as `1` for `1B` would otherwise export a model of a few thousand parameters without a word).
+SMALL_TARGET_SHARE = 0.05
 
 
 def valid_head_counts(teacher: Shape, hidden: int, adapter=None) -> list[int]:
@@ -53,11 +59,32 @@ def _check_range(flag: str, value: int, limit: int) -> None:
 
 
 def check_target(teacher_config, hidden: int, heads: int, intermediate: int, kv_heads: int | None = None,
-                 head_dim: int | None = None) -> Shape:
-    """Validate a target shape against the teacher's config; a `UserError` naming valid choices otherwise."""
+                 head_dim: int | None = None, hints: bool = True) -> Shape:
+    """Validate a target shape against the teacher's config; a `UserError` naming valid choices otherwise.
+
+    Every value a refusal suggests is one this function accepts with the other flags as given (each candidate is
+    checked; `hints=False` skips that search, for those checks)."""
     adapter = get_adapter(teacher_config)
     teacher = shape_of(teacher_config)
     family = teacher_config.model_type
+    given = dict(hidden=hidden, heads=heads, intermediate=intermediate, kv_heads=kv_heads, head_dim=head_dim)
+
+    def working(flag: str, values) -> list[int]:
+        """The values of `flag` (in order) that make the target valid, the other flags as given."""
+        if not hints:
+            return []
+        out = []
+        for value in values:
+            try:
+                check_target(teacher_config, **{**given, flag: value}, hints=False)
+            except UserError:
+                continue
+            out.append(value)
+        return out
+
+    def listed(values: list[int]) -> str:
+        return ", ".join(map(str, values))
+
     for flag, value, limit in (
         ("--target_hidden_size", hidden, teacher.hidden),
         ("--target_num_attention_heads", heads, teacher.heads),
@@ -73,12 +100,14 @@ def check_target(teacher_config, hidden: int, heads: int, intermediate: int, kv_
             raise UserError(f"--target_head_dim {head_dim}: a stock {family} config has head size = hidden / heads "
                             f"({hidden} / {heads}); drop the flag")
         if hidden % heads != 0 or hidden // heads > teacher.head_dim:
-            valid = valid_head_counts(teacher, hidden, adapter)
+            valid = working("heads", range(1, teacher.heads + 1))
             why = (f"does not divide --target_hidden_size {hidden}" if hidden % heads else
                    f"gives head size {hidden // heads}, larger than the teacher's {teacher.head_dim}")
-            hint = (f"valid head counts for hidden {hidden}: {', '.join(map(str, valid))}" if valid else
-                    f"no head count works for hidden {hidden}; use a hidden size that is a multiple of a head size "
-                    f"<= {teacher.head_dim}, e.g. {max(teacher.head_dim, hidden - hidden % teacher.head_dim)}")
+            near = working("hidden", _near_multiples(hidden, heads, min(teacher.hidden, heads * teacher.head_dim)))
+            hint = (f"valid head counts for hidden {hidden}: {listed(valid)}" if valid else
+                    f"no head count works for hidden {hidden}")
+            if near:
+                hint += f"; with {heads} heads use hidden {' or '.join(map(str, near))}"
             raise UserError(f"--target_num_attention_heads {heads} {why} (a stock {family} config has attention "
                             f"width = hidden size); {hint}")
         target = Shape(hidden, heads, hidden // heads, intermediate)
@@ -89,30 +118,37 @@ def check_target(teacher_config, hidden: int, heads: int, intermediate: int, kv_
                             f"head dims, so the head size stays the teacher's {teacher.head_dim}; prune heads "
                             "instead (--target_num_attention_heads / --target_num_key_value_heads)")
         _check_range("--target_head_dim", head_dim, teacher.head_dim)
-        if kv_heads is None:  # the teacher's group size if it fits, else the fewest groups that do
+        chosen = kv_heads
+        if chosen is None:  # the teacher's group size if it fits, else the fewest groups that do
             options = _kv_options(teacher, heads)
-            kv_heads = next((g for g in options if heads // g == teacher.group_size), options[0] if options else 0)
-        if kv_heads == 0 or heads % kv_heads or heads // kv_heads > teacher.group_size or kv_heads > teacher.kv_heads:
-            valid = _kv_options(teacher, heads)
-            _check_range("--target_num_key_value_heads", kv_heads, teacher.kv_heads)
-            hint = (f"valid key/value head counts for {heads} heads: {', '.join(map(str, valid))}" if valid else
-                    f"no key/value head count works for {heads} heads; valid head counts are multiples of a key/value "
-                    f"count <= {teacher.kv_heads} with at most {teacher.group_size} heads per group, e.g. "
-                    f"{', '.join(str(g * teacher.group_size) for g in range(1, teacher.kv_heads + 1))}")
-            raise UserError(f"--target_num_key_value_heads {kv_heads} with --target_num_attention_heads {heads}: "
+            chosen = next((g for g in options if heads // g == teacher.group_size), options[0] if options else 0)
+        if chosen == 0 or heads % chosen or heads // chosen > teacher.group_size or chosen > teacher.kv_heads:
+            _check_range("--target_num_key_value_heads", chosen, teacher.kv_heads)
+            valid = working("kv_heads", range(1, teacher.kv_heads + 1))
+            heads_ok = working("heads", range(1, teacher.heads + 1))
+            with_kv = f" with --target_num_key_value_heads {kv_heads}" if kv_heads is not None else ""
+            hint = (f"valid key/value head counts for {heads} heads: {listed(valid)}" if valid else
+                    f"no key/value head count works for {heads} heads")
+            hint += (f"; valid head counts{with_kv}: {listed(heads_ok)}" if heads_ok else "")
+            raise UserError(f"--target_num_key_value_heads {chosen} with --target_num_attention_heads {heads}: "
                             f"query heads per key/value group must be uniform and at most the teacher's "
                             f"{teacher.group_size} ({teacher.heads} heads / {teacher.kv_heads} key/value); {hint}")
         if adapter.hidden_per_head and hidden % heads:
-            valid = valid_head_counts(teacher, hidden, adapter)
-            near = sorted({hidden - hidden % heads, hidden - hidden % heads + heads} - {0})
-            near = [h for h in near if h <= teacher.hidden]
+            valid = working("heads", range(1, teacher.heads + 1))
+            near = working("hidden", _near_multiples(hidden, heads, teacher.hidden))
             raise UserError(f"--target_hidden_size {hidden} is not a multiple of --target_num_attention_heads {heads}, "
                             f"which {family}'s config validation requires (even with head_dim set); use hidden "
-                            f"{' or '.join(map(str, near))}, or heads in {', '.join(map(str, valid)) or 'none'}")
-        target = Shape(hidden, heads, head_dim, intermediate, kv_heads)
+                            f"{' or '.join(map(str, near)) or '(none fits)'}, or heads in {listed(valid) or 'none'}")
+        target = Shape(hidden, heads, head_dim, intermediate, chosen)
     if (msg := adapter.check_shape(teacher_config, teacher, target)) is not None:
         raise UserError(f"--target_hidden_size {hidden}: {msg}")
     return target
+
+
+def _near_multiples(hidden: int, heads: int, limit: int) -> list[int]:
+    """The multiples of `heads` just below and above `hidden`, in 1..limit."""
+    below = hidden - hidden % heads
+    return [h for h in sorted({below, below + heads}) if 0 < h <= limit]
 
 
 def config_for_shape(config, shape: Shape):
@@ -169,7 +205,13 @@ def resolve_target(teacher_config, args: HomoDistilConfig) -> Shape | None:
     if not args.has_targets:
         return None
     if args.target_params is not None:
-        return shape_for_params(teacher_config, parse_param_count(args.target_params))
+        shape = shape_for_params(teacher_config, parse_param_count(args.target_params))
+        kept, full = count_backbone_params(config_for_shape(teacher_config, shape)), count_backbone_params(teacher_config)
+        if kept < SMALL_TARGET_SHARE * full:
+            logger.warning("--target_params %s keeps %s of the teacher's %s backbone parameters (%.1f%%, under %d%%): "
+                           "the student will be %s; check the value", args.target_params, f"{kept:,}", f"{full:,}",
+                           100 * kept / full, round(100 * SMALL_TARGET_SHARE), shape)
+        return shape
     adapter = get_adapter(teacher_config)
     teacher = shape_of(teacher_config)
     hidden = args.target_hidden_size or teacher.hidden

@@ -11,6 +11,7 @@ from typing import Any
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, Trainer
 
 from .. import validate
+from ..data import ensure_pad_token
 from ..errors import UserError
 from ..export import save_args_json
 from ..loading import auto_class_for, load_teacher
@@ -69,6 +70,8 @@ def check_task_output_dir(training_args) -> None:
     """
     overwrite = training_args.overwrite_output_dir or not training_args.do_train
     validate.check_output_dir(training_args.output_dir, resuming=bool(training_args.resume_from_checkpoint), overwrite=overwrite)
+    if training_args.do_train:
+        validate.resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
 
 
 def load_tokenizer(model_args: ModelArguments):
@@ -76,9 +79,15 @@ def load_tokenizer(model_args: ModelArguments):
     name = model_args.tokenizer_name or model_args.model_name_or_path
     flag = "--tokenizer_name" if model_args.tokenizer_name else "--model_name_or_path"
     try:
-        return AutoTokenizer.from_pretrained(name, cache_dir=model_args.cache_dir, revision=model_args.model_revision)
+        tokenizer = AutoTokenizer.from_pretrained(name, cache_dir=model_args.cache_dir,
+                                                  revision=model_args.model_revision)
     except (OSError, ValueError) as err:
         raise UserError(f"{flag} {name}: no tokenizer could be loaded ({_first_line(err)})") from None
+    ensure_pad_token(tokenizer)  # a stock decoder's (Llama, GPT-2) pads with its end-of-text token, as run_distill
+    if tokenizer.pad_token is None:
+        raise UserError(f"{flag} {name}: the tokenizer has neither a pad nor an end-of-text token, so batches cannot "
+                        "be padded; pass --tokenizer_name of one that has")
+    return tokenizer
 
 
 def load_task_config(model_args: ModelArguments, **kwargs):
@@ -93,8 +102,12 @@ def load_task_config(model_args: ModelArguments, **kwargs):
         raise UserError(f"{flag} {name}: no model config could be loaded ({_first_line(err)})") from None
 
 
-def load_model(auto_class, model_args: ModelArguments, config) -> PreTrainedModel:
-    """`auto_class.from_pretrained` of the model with `config`; a missing head is freshly initialized."""
+def load_model(auto_class, model_args: ModelArguments, config, tokenizer=None) -> PreTrainedModel:
+    """`auto_class.from_pretrained` of the model with `config`; a missing head is freshly initialized. A config
+    without a pad token id gets the tokenizer's (a decoder's sequence-classification head finds each row's last
+    token by it)."""
+    if tokenizer is not None and getattr(config, "pad_token_id", None) is None:
+        config.pad_token_id = tokenizer.pad_token_id
     try:
         return auto_class.from_pretrained(
             model_args.model_name_or_path,
@@ -151,6 +164,8 @@ def build_trainer(model, training_args, **kwargs) -> Trainer:
     # The teacher is the fine-tuned task model: load it with the student's head class so it has task logits.
     unwrapped = getattr(model, "get_base_model", lambda: model)()
     teacher = load_teacher(training_args.teacher_name_or_path, auto_class=auto_class_for(unwrapped))
+    if getattr(teacher.config, "pad_token_id", None) is None:  # as the student's (`load_model`)
+        teacher.config.pad_token_id = getattr(unwrapped.config, "pad_token_id", None)
     if getattr(teacher.config, "num_labels", None) != getattr(unwrapped.config, "num_labels", None):
         raise UserError(
             f"--teacher_name_or_path {training_args.teacher_name_or_path} has {teacher.config.num_labels} labels, the "
