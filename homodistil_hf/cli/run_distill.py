@@ -158,7 +158,9 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
             raise UserError(f"--resume_from_checkpoint: no checkpoint-* folder in {args.output_dir}")
     elif resume and not Path(resume).is_dir():
         raise UserError(f"--resume_from_checkpoint {resume} is not a folder")
-    pruning = model_args.student_init == "teacher" and target is not None and target != adapter.shape_of(teacher_config)
+    fewer_layers = (args.target_num_hidden_layers or teacher_config.num_hidden_layers) < teacher_config.num_hidden_layers
+    pruning = model_args.student_init == "teacher" and target is not None and (
+        target != adapter.shape_of(teacher_config) or fewer_layers)
     if resume and pruning:
         check_checkpoint(resume)
     _check_student(model_args, args, teacher_config, target)
@@ -241,6 +243,10 @@ def _check_student(model_args: StudentArguments, args: HomoDistilConfig, teacher
     teacher_layers = teacher_config.num_hidden_layers
     depth = model_args.student_num_hidden_layers
     check_student_args(model_args.student_init, target, depth, teacher_layers)
+    if args.target_num_hidden_layers is not None and model_args.student_init != "teacher":
+        raise UserError(f"--target_num_hidden_layers needs --student_init teacher (depth is pruned while training); "
+                        f"for a {model_args.student_init} student of another depth use --student_init random "
+                        "--student_num_hidden_layers")
     parse_layer_map(args.layer_map, depth or teacher_layers, teacher_layers)
     hidden, teacher_hidden = (target.hidden if target else teacher_config.hidden_size), teacher_config.hidden_size
     if model_args.student_init == "random":
