@@ -67,7 +67,8 @@ class DepthParts:
 
     layer: nn.Module  # the whole layer (its input and output hidden states)
     branches: list[nn.Module]  # modules whose output is a residual branch: scaled by alpha
-    post_norms: list[nn.Module] = field(default_factory=list)  # post-LN: LN_alpha(z) = alpha LN(z) + (1 - alpha) z
+    # Post-LN: post_norms[i] normalises x_i + branches[i], x_0 the layer's input, x_i (i > 0) post_norms[i - 1]'s output.
+    post_norms: list[nn.Module] = field(default_factory=list)
 
 
 def get_module(root: nn.Module, path: str) -> nn.Module | None:

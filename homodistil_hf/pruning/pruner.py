@@ -25,8 +25,8 @@ from torch import nn
 from ..arch import Shape, check_model_supported, shape_of
 from ..arch.modules import head_rows
 from ..errors import UserError
-from .groups import Group, build_groups, prunable_parameters
 from .depth import LayerFader
+from .groups import Group, build_groups, prunable_parameters
 from .importance import Importance
 from .masking import Masker
 from .state import LayerKeep, PruningState, selection_between
