@@ -101,6 +101,7 @@ class CheckpointExportMixin:
         return {
             "teacher": a.teacher_name_or_path or getattr(teacher.config, "_name_or_path", None),
             "teacher_shape": self.teacher_shape.as_dict(),
+            "teacher_num_layers": teacher.config.num_hidden_layers,
             "teacher_params": count_backbone_params(teacher.config),
             "target": self.target.as_dict() if self.target else None,
             "model_name": Path(a.output_dir).name,
