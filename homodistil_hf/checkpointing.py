@@ -103,6 +103,7 @@ class CheckpointExportMixin:
         return {
             "teacher": a.teacher_name_or_path or getattr(teacher.config, "_name_or_path", None),
             "teacher_shape": self.teacher_shape.as_dict(),
+            "teacher_num_layers": teacher.config.num_hidden_layers,
             "teacher_params": count_backbone_params(teacher.config),
             "target": self.target.as_dict() if self.target else None,
             "model_name": Path(a.output_dir).name,
@@ -145,7 +146,8 @@ class CheckpointExportMixin:
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         if self.pruner is not None:
-            check_checkpoint(resume_from_checkpoint, self.pruner.target, self.pruner.initial, self.pruner.num_layers)
+            check_checkpoint(resume_from_checkpoint, self.pruner.target, self.pruner.initial, self.pruner.num_layers,
+                             self.pruner.target_layers)
             self.pruner.rebind()  # under FSDP2 this runs after the student was sharded
             self.pruner.load(resume_from_checkpoint)
         super()._load_from_checkpoint(resume_from_checkpoint, model)

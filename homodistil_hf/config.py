@@ -29,7 +29,8 @@ GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")
 LOSS_WEIGHTS = ("alpha_mlm", "alpha_pred", "alpha_hidden", "alpha_attn")
 # The pruning-target width flags (each a stock config field with `target_` in front).
 TARGET_FIELDS = ("target_hidden_size", "target_num_attention_heads", "target_intermediate_size",
-                 "target_num_key_value_heads", "target_head_dim")
+                 "target_num_key_value_heads", "target_head_dim", "target_num_hidden_layers")
+LAYER_IMPORTANCES = ("gate", "cosine", "last")  # (pruning/depth.py implements them)
 # --prune_end left unset: when the targets are reached, by teacher family (measured in benchmarks/, issue 12)
 PRUNE_END_ENCODER, PRUNE_END_DECODER = 0.25, 0.5
 
@@ -227,6 +228,20 @@ class HomoDistilConfig(TrainingArguments):
                   "(Llama, Mistral, Qwen keep the teacher's); for families whose config has no head_dim (BERT, "
                   "GPT-2) it must equal target_hidden_size / heads. Unset: the teacher's (or hidden / heads)."},
     )
+    target_num_hidden_layers: int | None = field(
+        default=None,
+        metadata={"help": "Final number of transformer layers (depth), alone or with the width targets. The layers "
+                  "with the lowest --layer_importance are chosen at --prune_start, their residual branches (and "
+                  "post-LayerNorms) fade to the identity on the pruning schedule, and they are removed at "
+                  "--prune_end. Unset keeps the teacher's depth."},
+    )
+    layer_importance: str = field(
+        default="gate",
+        metadata={"help": "How layers are ranked for --target_num_hidden_layers: 'gate' (|g dL/dg| of a scalar gate "
+                  "on the layer's residual branches, EMA-smoothed), 'cosine' (1 - cos(layer input, layer output) "
+                  "averaged over tokens, ShortGPT / Minitron), or 'last' (the last layers go: a baseline).",
+                  "choices": list(LAYER_IMPORTANCES)},
+    )
     target_params: str | None = field(
         default=None,
         metadata={"help": "Alternative to the three widths: a backbone parameter count such as '17.3M'. A valid shape "
@@ -348,6 +363,7 @@ class HomoDistilConfig(TrainingArguments):
             ("pruning_mode", PRUNING_MODES),
             ("pred_loss_positions", PRED_POSITIONS),
             ("teacher_dtype", TEACHER_DTYPES),
+            ("layer_importance", LAYER_IMPORTANCES),
         ):
             if getattr(self, name) not in choices and not (name == "importance" and self.importance in importance_names()):
                 raise UserError(f"--{name} {getattr(self, name)!r} is not one of {', '.join(c for c in choices if c)}")
@@ -359,6 +375,9 @@ class HomoDistilConfig(TrainingArguments):
         if self.target_params is not None:
             if parse_param_count(self.target_params) <= 0:
                 raise UserError(f"--target_params must be positive (got {self.target_params})")
+            if self.target_num_hidden_layers is not None:
+                raise UserError("--target_params with --target_num_hidden_layers is not supported yet (the parameter "
+                                "search does not trade depth for width): give the widths instead of --target_params")
             if any(getattr(self, n) is not None for n in TARGET_FIELDS):
                 raise UserError("--target_params picks the widths itself: drop --target_hidden_size / "
                                 "--target_num_attention_heads / --target_intermediate_size / "
@@ -372,6 +391,9 @@ class HomoDistilConfig(TrainingArguments):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise UserError(f"--{name} must be >= 0: a fraction of training (<= 1) or a step (got "
                                 f"{getattr(self, name)})")
+        if self.target_num_hidden_layers is not None and self.layer_map:
+            raise UserError("--layer_map with --target_num_hidden_layers: the layer map follows the layers pruning "
+                            "keeps (each kept layer against the teacher layer it came from); drop --layer_map")
         self._check_prune_order()
         if self.assistant_only_loss and self.completion_only_loss:
             raise UserError("--assistant_only_loss (conversations) and --completion_only_loss (prompt/completion) "

@@ -133,7 +133,7 @@ def model_card(info: dict[str, Any]) -> str:
         f"| attention heads x head size | {tshape.get('heads', '')} x {tshape.get('head_dim', '')} | "
         f"{shape.get('heads', '')} x {shape.get('head_dim', '')} |",
         f"| FFN size | {tshape.get('intermediate', '')} | {shape.get('intermediate', '')} |",
-        f"| layers | {info.get('num_layers', '')} | {info.get('num_layers', '')} |",
+        f"| layers | {info.get('teacher_num_layers', info.get('num_layers', ''))} | {info.get('num_layers', '')} |",
         "",
         "## Recipe",
         "",

@@ -152,7 +152,9 @@ def make_student(teacher: PreTrainedModel, init: str = "teacher", target: Shape 
     if init == "random":
         config = config_for_shape(teacher.config, target)
         if num_layers is not None:
-            config.num_hidden_layers = num_layers
+            # Through the adapter, so per-layer fields (layer_types, max_window_layers) follow; a deeper student
+            # repeats the last layer's settings.
+            get_adapter(config).set_depth(config, [min(i, teacher_layers - 1) for i in range(num_layers)])
         torch.manual_seed(seed)
         student = type(teacher)(config)
         student.to(dtype=dtype)

@@ -112,12 +112,15 @@ class HomoDistilTrainer(CheckpointExportMixin, Trainer):
         self.pruner: Pruner | None = None
         self.correspondence: Pruner | StaticCorrespondence | None = StaticCorrespondence(student_state) if student_state else None
         student_shape = shape_of(model.config)
-        if target is not None and student_state is None and student_shape != target:
-            if student_shape != self.teacher_shape:
+        depth = args.target_num_hidden_layers
+        prunes_depth = depth is not None and depth < teacher.config.num_hidden_layers
+        if target is not None and student_state is None and (student_shape != target or prunes_depth):
+            if student_shape != self.teacher_shape or model.config.num_hidden_layers != teacher.config.num_hidden_layers:
                 raise UserError(f"the student ({student_shape}) is neither the teacher's shape nor the target "
                                 f"({target}): pruning starts from a full copy of the teacher")
             importance = importance_class(args.importance).from_config(args)
-            self.pruner = Pruner(model, target, importance, physical=physical_pruning(args))
+            self.pruner = Pruner(model, target, importance, physical=physical_pruning(args), target_layers=depth,
+                                 layer_importance=args.layer_importance, layer_beta=args.importance_beta1)
             self.correspondence = self.pruner
 
         callbacks = list(kwargs.pop("callbacks", None) or [])
@@ -351,7 +354,7 @@ class HomoDistilTrainer(CheckpointExportMixin, Trainer):
     def _hidden_term(self, c: _TermInputs) -> torch.Tensor:
         mask, micro, training = c.inputs.get("attention_mask"), c.micro, c.training
         s_states, t_states = c.s_out.hidden_states, c.t_out.hidden_states
-        pairs = [(0, 0)] + [(i + 1, t + 1) for i, t in enumerate(self.layer_map)]
+        pairs = [(0, 0)] + [(i + 1, t + 1) for i, t in self.layer_pairs()]
         s_idx, t_idx = self._hidden_index(s_states[0].device)
         total = 0
         for si, ti in pairs:
@@ -367,8 +370,8 @@ class HomoDistilTrainer(CheckpointExportMixin, Trainer):
 
     def _attn_term(self, c: _TermInputs) -> torch.Tensor:
         s_out, t_out, mask, micro, training = c.s_out, c.t_out, c.inputs.get("attention_mask"), c.micro, c.training
-        total = 0
-        for si, ti in enumerate(self.layer_map):
+        total, pairs = 0, self.layer_pairs()
+        for si, ti in pairs:
             s, t = s_out.attentions[si], t_out.attentions[ti]
             s_heads, t_heads = self._head_index(si, s.device)
             if s_heads is not None:
@@ -376,7 +379,14 @@ class HomoDistilTrainer(CheckpointExportMixin, Trainer):
             if t_heads is not None:
                 t = t.index_select(1, t_heads)
             total = total + attention_loss(s, t, self.args.attn_loss, mask, reduction="sum")
-        return total / len(self.layer_map) / self._scale("tokens", micro, training)
+        return total / len(pairs) / self._scale("tokens", micro, training)
+
+    def layer_pairs(self) -> list[tuple[int, int]]:
+        """(student layer, teacher layer) pairs the hidden and attention terms compare, as of now: under depth
+        pruning, each layer the student keeps against the teacher layer it came from (`Pruner.layer_pairs`)."""
+        if self.pruner is not None and self.pruner.fader is not None:
+            return self.pruner.layer_pairs()
+        return list(enumerate(self.layer_map))
 
     def _hidden_index(self, device):
         if self.correspondence is None:

@@ -8,7 +8,7 @@ ELECTRA, Llama / Mistral / Qwen2 / Qwen3, GPT-2) through `register_adapter`, the
 from __future__ import annotations
 
 from . import bert, decoder, electra, gpt2, roberta  # noqa: F401  (registers the built-in families)
-from .base import ArchAdapter, HiddenParts, LayerParts, get_module
+from .base import ArchAdapter, DepthParts, HiddenParts, LayerParts, get_module
 from .encoder import EncoderAdapter
 from .modules import Proj, is_norm
 from .registry import (
@@ -25,6 +25,6 @@ from .registry import (
 )
 from .shape import Shape
 
-__all__ = ["ADAPTERS", "HEAD_KINDS", "ArchAdapter", "EncoderAdapter", "HiddenParts", "LayerParts", "Proj", "Shape",
+__all__ = ["ADAPTERS", "HEAD_KINDS", "ArchAdapter", "DepthParts", "EncoderAdapter", "HiddenParts", "LayerParts", "Proj", "Shape",
            "check_model_supported", "disable_attention_dropout", "get_adapter", "get_module", "head_kind", "is_causal_lm",
            "is_norm", "register_adapter", "shape_of", "supported_model_types"]

@@ -12,7 +12,11 @@ An adapter maps a model family onto the structure vocabulary of `homodistil_hf.p
 - the stock config: `shape_of(config)`, `write_config(config, shape)`, `check_shape(...)` (what the family's config
   can express), and the family's flags: `prunes_head_dim` (not under rotary embeddings), `hidden_per_head` (the config
   validation requires hidden % heads == 0 of a saved target), `attention_width_is_hidden` (no head_dim
-  in the config), `causal_lm` (distilled on next-token prediction).
+  in the config), `causal_lm` (distilled on next-token prediction);
+- depth (`target_num_hidden_layers`): `layer_list(model)` (the layers' ModuleList), `depth_parts(model)` (per layer,
+  the modules whose outputs are added to the residual stream and the post-LayerNorms the stream passes through),
+  `set_depth(config, kept)` (every per-layer config field cut to the kept layers), `remove_layers(model, keep)`
+  and `check_depth(config)`.
 
 Surgery, masking, importance, schedule and export only call these, so adding a family is one file (see README,
 "Adding a model family").
@@ -55,6 +59,16 @@ class HiddenParts:
     norms: list[nn.Module] = field(default_factory=list)
     inputs: list[nn.Module] = field(default_factory=list)
     outputs: list[nn.Module] = field(default_factory=list)
+
+
+@dataclass
+class DepthParts:
+    """What fading a layer out to the identity touches (see `pruning/depth.py`)."""
+
+    layer: nn.Module  # the whole layer (its input and output hidden states)
+    branches: list[nn.Module]  # modules whose output is a residual branch: scaled by alpha
+    # Post-LN: post_norms[i] normalises x_i + branches[i], x_0 the layer's input, x_i (i > 0) post_norms[i - 1]'s output.
+    post_norms: list[nn.Module] = field(default_factory=list)
 
 
 def get_module(root: nn.Module, path: str) -> nn.Module | None:
@@ -151,6 +165,56 @@ class ArchAdapter:
             parts.attention.attention_dropout = 0.0
             return True
         return False
+
+    # --- depth ------------------------------------------------------------------------------------------------------
+    per_layer_fields: ClassVar[tuple[str, ...]] = ("layer_types",)  # config lists with one entry per layer
+
+    def layer_list(self, model: nn.Module) -> nn.ModuleList:
+        """The ModuleList holding the transformer layers, in order."""
+        raise NotImplementedError
+
+    def depth_parts(self, model: nn.Module) -> list[DepthParts]:
+        """Per layer: its residual branches (pre-LN: the attention and FFN output projections) and post-norms
+        (none for pre-LN families)."""
+        return [DepthParts(layer, [parts.o, parts.ffn_out])
+                for layer, parts in zip(self.layer_list(model), self.layers(model), strict=True)]
+
+    def check_depth(self, config) -> str | None:
+        """Why this configuration cannot lose layers (a message), or None."""
+        return None
+
+    def set_depth(self, config, kept: list[int]) -> None:
+        """Cut `config` to the layers `kept` (indices into its current layers, sorted; an index may repeat, which a
+        deeper random student uses): `num_hidden_layers` and every per-layer field. The one function every depth
+        change goes through (layer removal, export, `make_student`)."""
+        kept = [int(i) for i in kept]
+        depth = config.num_hidden_layers
+        if any(i < 0 or i >= depth for i in kept) or not kept:
+            raise ValueError(f"kept layers {kept} are not within the config's {depth} layers")
+        for name in self.per_layer_fields:
+            values = getattr(config, name, None)
+            if isinstance(values, list | tuple) and len(values) == depth:
+                setattr(config, name, type(values)(values[i] for i in kept))
+        config.num_hidden_layers = len(kept)
+
+    def remove_layers(self, model: nn.Module, keep: list[int]) -> list[nn.Module]:
+        """Keep only the layers at positions `keep` (sorted) in place: the ModuleList shrinks, every `layer_idx`
+        attribute (attention caches index by it) is renumbered, and the config is cut (`set_depth`). Returns the
+        removed layer modules."""
+        layers = self.layer_list(model)
+        keep = [int(i) for i in keep]
+        removed = [m for i, m in enumerate(layers) if i not in set(keep)]
+        kept = [layers[i] for i in keep]
+        for new, layer in enumerate(kept):
+            for module in layer.modules():
+                if isinstance(getattr(module, "layer_idx", None), int):
+                    module.layer_idx = new
+        for i in range(len(layers) - 1, -1, -1):
+            del layers[i]
+        for layer in kept:
+            layers.append(layer)
+        self.set_depth(model.config, keep)
+        return removed
 
     # --- config -----------------------------------------------------------------------------------------------------
     def shape_of(self, config) -> Shape:

@@ -48,6 +48,16 @@ class LlamaLikeAdapter(ArchAdapter):
             for layer in self.base(model).layers
         ]
 
+    def layer_list(self, model: nn.Module) -> nn.ModuleList:
+        return self.base(model).layers
+
+    def set_depth(self, config, kept: list[int]) -> None:
+        # Qwen2/Qwen3: layers from `max_window_layers` on use the sliding window; count the kept layers below it.
+        window = getattr(config, "max_window_layers", None)
+        if isinstance(window, int):
+            config.max_window_layers = sum(1 for i in kept if int(i) < window)
+        super().set_depth(config, kept)
+
     def hidden_parts(self, model: nn.Module) -> HiddenParts:
         base = self.base(model)
         parts = HiddenParts(embeddings=[base.embed_tokens], norms=[])

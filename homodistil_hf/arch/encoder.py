@@ -12,7 +12,7 @@ from typing import ClassVar
 from torch import nn
 
 from ..errors import UserError
-from .base import ArchAdapter, HiddenParts, LayerParts, get_module
+from .base import ArchAdapter, DepthParts, HiddenParts, LayerParts, get_module
 from .modules import Proj
 from .shape import Shape
 
@@ -45,6 +45,15 @@ class EncoderAdapter(ArchAdapter):
             )
             for layer in self.base(model).encoder.layer
         ]
+
+    def layer_list(self, model: nn.Module) -> nn.ModuleList:
+        return self.base(model).encoder.layer
+
+    def depth_parts(self, model: nn.Module) -> list[DepthParts]:
+        # Post-LN: h = LN(x + attn(x)), out = LN(h + ffn(h)); both LayerNorms fade too, or alpha 0 is not the identity.
+        return [DepthParts(layer, [layer.attention.output.dense, layer.output.dense],
+                           [layer.attention.output.LayerNorm, layer.output.LayerNorm])
+                for layer in self.layer_list(model)]
 
     def embedding_parts(self, model: nn.Module) -> HiddenParts:
         """Embedding modules that carry the hidden width (the embeddings LayerNorm included)."""

@@ -39,6 +39,15 @@ class GPT2Adapter(ArchAdapter):
                                   ffn_out=block.mlp.c_proj))
         return out
 
+    def layer_list(self, model: nn.Module) -> nn.ModuleList:
+        return self.base(model).h  # (config.num_hidden_layers is GPT-2's n_layer, via its attribute map)
+
+    def check_depth(self, config) -> str | None:
+        if getattr(config, "scale_attn_by_inverse_layer_idx", False):
+            return ("gpt2 with scale_attn_by_inverse_layer_idx scales each layer by its index: removing layers would "
+                    "change the kept layers' function")
+        return None
+
     def hidden_parts(self, model: nn.Module) -> HiddenParts:
         base = self.base(model)
         parts = HiddenParts(embeddings=[base.wte, base.wpe], norms=[])

@@ -179,9 +179,12 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
     resume = args.resume_from_checkpoint
     check_output_dir(args.output_dir, resuming=bool(resume), overwrite=getattr(args, "overwrite_output_dir", False))
     resume = resolve_resume(resume, args.output_dir)
-    pruning = model_args.student_init == "teacher" and target is not None and target != adapter.shape_of(teacher_config)
+    fewer_layers = (args.target_num_hidden_layers or teacher_config.num_hidden_layers) < teacher_config.num_hidden_layers
+    pruning = model_args.student_init == "teacher" and target is not None and (
+        target != adapter.shape_of(teacher_config) or fewer_layers)
     if resume and pruning:  # the checkpoint's widths must be able to reach this run's target
-        check_checkpoint(resume, target, adapter.shape_of(teacher_config), teacher_config.num_hidden_layers)
+        check_checkpoint(resume, target, adapter.shape_of(teacher_config), teacher_config.num_hidden_layers,
+                         args.target_num_hidden_layers)
     _check_student(model_args, args, teacher_config, target)
     if pruning and args.max_steps > 0:  # a run that cannot reach its targets stops here (epochs: once the corpus is)
         check_prune_window(args, args.max_steps)
@@ -298,6 +301,10 @@ def _check_student(model_args: StudentArguments, args: HomoDistilConfig, teacher
     teacher_layers = teacher_config.num_hidden_layers
     depth = model_args.student_num_hidden_layers
     check_student_args(model_args.student_init, target, depth, teacher_layers)
+    if args.target_num_hidden_layers is not None and model_args.student_init != "teacher":
+        raise UserError(f"--target_num_hidden_layers needs --student_init teacher (depth is pruned while training); "
+                        f"for a {model_args.student_init} student of another depth use --student_init random "
+                        "--student_num_hidden_layers")
     parse_layer_map(args.layer_map, depth or teacher_layers, teacher_layers)
     hidden, teacher_hidden = (target.hidden if target else teacher_config.hidden_size), teacher_config.hidden_size
     if model_args.student_init == "random":

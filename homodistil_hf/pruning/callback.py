@@ -8,6 +8,12 @@ Events used:
   FSDP2 each rank scores the shard it holds and per-structure sums are all-reduced (see `sharding.py`), so every
   rank computes the same scores; rank 0's decision is broadcast in any case.
 
+- `on_step_begin`: the fading layers' factor for this step's forward passes, `fraction_kept(step)` (a function of
+  the step alone, so a resumed run fades exactly as the uninterrupted one).
+- Depth, in `on_pre_optimizer_step` before the widths: layer scores update in the importance window; at the start of
+  the window the layers to remove are chosen (all at once) and start fading; when the factor reaches 0 (the end of
+  the window) they are removed (physically, their optimizer state dropped) or stay the identity (masks).
+
 Checkpointing and resuming are done by `HomoDistilTrainer` (the state must be restored before weights load).
 """
 
@@ -18,6 +24,7 @@ import logging
 from transformers import TrainerCallback
 
 from ..config import resolve_step
+from .depth import optimizer_dropper
 from .pruner import Pruner
 from .schedule import WidthSchedule
 from .surgery import optimizer_slicer
@@ -42,6 +49,7 @@ class PruningCallback(TrainerCallback):
                                       args.pruning_schedule)
         if optimizer is not None and pruner.physical:
             pruner.listeners = [optimizer_slicer(optimizer)]
+            pruner.drop_listeners = [optimizer_dropper(optimizer)]
         if end > state.max_steps:
             logger.warning("pruning ends at step %d, after the last step (%d): the target will not be reached; "
                            "lower --prune_end or raise --max_steps", end, state.max_steps)
@@ -49,10 +57,18 @@ class PruningCallback(TrainerCallback):
                     "%s", pruner.initial, pruner.target, args.pruning_schedule, start, end, args.prune_every,
                     pruner.importance.name, "physical" if pruner.physical else "masks")
 
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.schedule is not None and self.pruner.state.fading_layers:
+            self.pruner.set_alpha(self.schedule.fraction_kept(state.global_step))
+
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         pruner, step = self.pruner, state.global_step
-        if self.in_importance_window(step):
+        window = self.in_importance_window(step)
+        if window:
             pruner.importance.step()
+        if pruner.fader is not None and pruner.fader.recording:
+            pruner.fader.step() if window else pruner.fader.discard()  # layer scores: the window's steps only
+        self.depth_step(step)
         if self.should_prune(step):
             widths = self.schedule.widths_at(step)
             pruner.prune_to(widths)
@@ -61,12 +77,24 @@ class PruningCallback(TrainerCallback):
             if pruner.done:
                 pruner.importance.close()  # free the score buffers: nothing more to prune
 
+    def depth_step(self, step: int) -> None:
+        """Choose the layers to remove at the start of the window; remove them once their factor is 0."""
+        pruner, schedule = self.pruner, self.schedule
+        if pruner.fader is None or schedule is None or pruner.depth_done or step < schedule.start:
+            return
+        if not pruner.layers_chosen:
+            chosen = pruner.choose_layers()
+            pruner.set_alpha(schedule.fraction_kept(step))
+            logger.info("step %d: layers %s chosen for removal (%s), fading out", step, chosen, pruner.fader.metric)
+        if pruner.state.fading_layers and schedule.fraction_kept(step) == 0.0:
+            logger.info("step %d: layers %s removed", step, pruner.drop_faded())
+
     def should_prune(self, step: int) -> bool:
         """Whether `step` is a pruning step whose widths differ from the current ones."""
         schedule, pruner = self.schedule, self.pruner
         if schedule is None or pruner.done or step < schedule.start:
             return False
-        if schedule.widths_at(step) == pruner.state.shape:
+        if schedule.widths_at(step) == pruner.state.shape or pruner.state.shape == pruner.target:
             return False
         # Past the window (e.g. resumed late), catch up at once.
         return schedule.is_pruning_step(step) or step >= schedule.end

@@ -140,12 +140,15 @@ def layer_groups(adapter, parts, index: int) -> list[Group]:
     return groups
 
 
-def build_groups(model: nn.Module, adapter: ArchAdapter | None = None) -> list[Group]:
-    """All structure groups of `model` in its current shape."""
+def build_groups(model: nn.Module, adapter: ArchAdapter | None = None, layer_ids: list[int] | None = None
+                 ) -> list[Group]:
+    """All structure groups of `model` in its current shape. Layer groups are named by `layer_ids` (the teacher
+    layer each current layer came from, when layers were removed; default: their positions), so names and
+    statistics keyed by them stay in teacher coordinates."""
     adapter = adapter or get_adapter(model)
     groups = []
     for i, parts in enumerate(adapter.layers(model)):
-        groups += layer_groups(adapter, parts, i)
+        groups += layer_groups(adapter, parts, i if layer_ids is None else int(layer_ids[i]))
     hidden = adapter.hidden_parts(model)
     width = model.config.hidden_size
     ids = torch.arange(width)

@@ -6,6 +6,10 @@ attention: the top-k key/value groups, then the same number of top query heads i
 query/key and value dims of each kept head (where head dims may be pruned), and the top-k FFN neurons are kept; the
 hidden channels are one set for the whole model. Widths are uniform across layers at every step, so any
 intermediate student is a valid (if unusual) model of its family, and the final one has a stock config.
+
+Depth (`target_layers`): a `LayerFader` scores layers; `choose_layers()` marks the layers to remove (fading),
+`set_alpha()` fades them, `drop_faded()` removes them at alpha 0 (see `depth.py`). Structure groups are named by
+teacher layer, so scores and statistics stay in teacher coordinates when layers go.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from torch import nn
 from ..arch import Shape, check_model_supported, shape_of
 from ..arch.modules import head_rows
 from ..errors import UserError
+from .depth import LayerFader
 from .groups import Group, build_groups, prunable_parameters
 from .importance import Importance
 from .masking import Masker
@@ -31,13 +36,15 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "pruning_state.json"
 IMPORTANCE_FILE = "pruning_importance.safetensors"
+DEPTH_FILE = "pruning_depth.safetensors"
 
 
 def check_checkpoint(folder: str | Path, target: Shape | None = None, teacher: Shape | None = None,
-                     num_layers: int | None = None) -> PruningState:
+                     num_layers: int | None = None, target_layers: int | None = None) -> PruningState:
     """A checkpoint to resume a pruning run from must hold its pruning state, and that state must be able to reach
     `target` (when given): pruning only removes structures, so every width of the target must be at most the
-    checkpoint's (hidden, heads, key/value heads, heads per group, head size, FFN), and the state must describe
+    checkpoint's (hidden, heads, key/value heads, heads per group, head size, FFN; and `target_layers`, the target
+    depth, at most the layers it kept), and the state must describe
     `teacher` (its layer count, grouped-query attention or not, indices within the teacher's widths). One check,
     for the script's up-front validation and for the trainer's resume path. Returns the checkpoint's state;
     `UserError` naming both shapes otherwise."""
@@ -70,6 +77,8 @@ def check_checkpoint(folder: str | Path, target: Shape | None = None, teacher: S
             ("key/value heads", shape.kv_heads, target.kv_heads),
             ("heads per group", shape.group_size, target.group_size), ("head size", shape.head_dim, target.head_dim),
             ("FFN", shape.intermediate, target.intermediate)) if want > have]
+        if target_layers is not None and len(state.kept_layers) < target_layers:
+            short.append(f"depth {len(state.kept_layers)} < --target_num_hidden_layers {target_layers}")
         if short:
             raise UserError(f"--resume_from_checkpoint {folder} holds a student pruned to {shape}, which cannot reach "
                             f"the target {target} ({', '.join(short)} already smaller; pruning only removes): resume "
@@ -101,7 +110,8 @@ class Pruner:
     """Prunes `model` (a copy of the teacher) towards `target` by `importance`, one `prune_to(widths)` at a time
     (when, and to which widths, is the schedule's business: `PruningCallback`)."""
 
-    def __init__(self, model: nn.Module, target: Shape, importance: Importance, physical: bool = True):
+    def __init__(self, model: nn.Module, target: Shape, importance: Importance, physical: bool = True,
+                 target_layers: int | None = None, layer_importance: str = "gate", layer_beta: float = 0.85):
         self.adapter = check_model_supported(model)
         self.model = model
         self.initial = shape_of(model.config)
@@ -112,6 +122,12 @@ class Pruner:
         self.state = PruningState.full(self.initial, self.num_layers)
         self.masker = None if physical else Masker(model, self.adapter)
         self.listeners: list[SliceListener] = []
+        self.drop_listeners: list = []  # called with the parameters of removed layers (the optimizer's dropper)
+        self.target_layers = self.num_layers if target_layers is None else target_layers
+        self.fader = None
+        if self.target_layers < self.num_layers:
+            self.fader = LayerFader(model, self.adapter, self.num_layers, layer_importance, layer_beta)
+            self.fader.install(list(range(self.num_layers)))
         self.groups = build_groups(model, self.adapter)
         self.teacher_sizes = {g.name: g.size for g in self.groups}
         self.importance.attach(model, self.groups)
@@ -120,7 +136,47 @@ class Pruner:
     # --- pruning ----------------------------------------------------------------------------------------------------
     @property
     def done(self) -> bool:
-        return self.state.shape == self.target
+        return self.state.shape == self.target and self.depth_done
+
+    @property
+    def depth_done(self) -> bool:
+        return len(self.state.kept_layers) == self.target_layers and not self.state.fading_layers
+
+    # --- depth ------------------------------------------------------------------------------------------------------
+    @property
+    def layers_chosen(self) -> bool:
+        """Whether the layers to remove are known (chosen, or nothing to remove)."""
+        return len(self.state.surviving_layers) <= self.target_layers
+
+    def choose_layers(self) -> list[int]:
+        """Mark the lowest-scored layers for removal (they start fading); returns them (teacher layers)."""
+        fading = self.fader.choose(self.state.kept_layers, self.target_layers)
+        self.fader.stop_recording()
+        self.apply(self._broadcast(self.state.with_depth(self.state.kept_layers, fading)))
+        return self.state.fading_layers
+
+    def set_alpha(self, alpha: float) -> None:
+        """The fading layers' factor (1: unchanged, 0: the identity); removed layers stay at 0 (masks)."""
+        if self.fader is None:
+            return
+        removed = set(range(self.num_layers)) - set(self.state.kept_layers)
+        self.fader.alpha = {**{t: 0.0 for t in removed}, **{t: float(alpha) for t in self.state.fading_layers}}
+
+    def drop_faded(self) -> list[int]:
+        """Remove the fading layers (alpha must be 0 by now); returns them (teacher layers)."""
+        fading = self.state.fading_layers
+        self.apply(self.state.with_depth(self.state.surviving_layers, []))
+        self.set_alpha(0.0)
+        return fading
+
+    def layer_pairs(self) -> list[tuple[int, int]]:
+        """(student layer, teacher layer) for every layer the student ends with: what the hidden-state and attention
+        terms compare (fading layers are left out: they are on their way to the identity)."""
+        surviving = self.state.surviving_layers
+        if not self.physical:
+            return [(t, t) for t in surviving]
+        position = {t: p for p, t in enumerate(self.state.kept_layers)}
+        return [(position[t], t) for t in surviving]
 
     def prune_to(self, widths: Shape) -> PruningState:
         """One pruning step: score, select the structures to keep at `widths`, apply."""
@@ -134,8 +190,10 @@ class Pruner:
     def select(self, scores: dict[str, torch.Tensor], widths: Shape) -> PruningState:
         """The structures to keep at `widths`, given scores over the current tensors."""
         s, phys = self.state, self.physical
-        layers = []
-        for i, keep in enumerate(s.layers):
+        layers = list(s.layers)  # removed layers keep their (meaningless) entries
+        kept = s.kept_layers
+        for i in kept:
+            keep = s.layers[i]
             if keep.kv is keep.heads:
                 heads, kv = _keep_top(scores[f"layer{i}.heads"], keep.heads, widths.heads, phys), None
             else:
@@ -152,9 +210,9 @@ class Pruner:
             else:  # head dims are not pruned in this family
                 qk, v = keep.qk[rows].clone(), keep.v[rows].clone()
             ffn = _keep_top(scores[f"layer{i}.ffn"], keep.ffn, widths.intermediate, phys)
-            layers.append(LayerKeep(heads, qk, v, ffn, kv))
+            layers[i] = LayerKeep(heads, qk, v, ffn, kv)
         hidden = _keep_top(scores["hidden"], s.hidden, widths.hidden, phys)
-        return PruningState(hidden, layers)
+        return PruningState(hidden, layers, s.depth, s.fading)
 
     def _select_grouped(self, scores, i: int, keep: LayerKeep, widths: Shape) -> tuple[torch.Tensor, torch.Tensor]:
         """Grouped-query attention: the best key/value groups, then the best `widths.group_size` query heads within
@@ -173,15 +231,27 @@ class Pruner:
     def apply(self, new: PruningState) -> None:
         """Make the model hold exactly `new`'s structures."""
         if self.physical:
-            prune_model(self.model, selection_between(self.state, new),
-                        listeners=[self.importance.on_slice, *self.listeners], adapter=self.adapter)
+            selection = selection_between(self.state, new)
+            removed = []
+            if selection.depth is not None:
+                layers = self.adapter.layer_list(self.model)
+                keep = set(selection.depth.tolist())
+                removed = [p for i, m in enumerate(layers) if i not in keep for p in m.parameters()]
+            prune_model(self.model, selection, listeners=[self.importance.on_slice, *self.listeners],
+                        adapter=self.adapter)
+            for listener in self.drop_listeners:
+                listener(removed)
             self.state = new
-            self.groups = build_groups(self.model, self.adapter)
+            self.groups = build_groups(self.model, self.adapter, self.state.kept_layers)
             self.importance.attach(self.model, self.groups, self._coords())
+            if self.fader is not None:
+                self.fader.install(self.state.kept_layers)
         else:
             self.masker.apply(new)
             self.state = new
             self.importance.set_masks(self._axis_masks())  # pruned weights leave running statistics
+            if self.fader is not None:  # after the masks: a faded post-norm mixes the masked norm's output
+                self.fader.install(list(range(self.num_layers)))
 
     def _coords(self) -> dict[str, tuple[torch.Tensor, int]]:
         """Per group: the teacher's flat index of each current structure (physically pruned model), and the
@@ -201,7 +271,7 @@ class Pruner:
         current = {id(p) for p in self.model.parameters()}
         if all(id(p) in current for p in prunable_parameters(self.groups)):
             return False
-        self.groups = build_groups(self.model, self.adapter)
+        self.groups = build_groups(self.model, self.adapter, self.state.kept_layers if self.physical else None)
         self.importance.attach(self.model, self.groups, self._coords() if self.physical else None)
         if not self.physical:
             self.importance.set_masks(self._axis_masks())
@@ -230,7 +300,8 @@ class Pruner:
 
     def head_index(self, layer: int) -> tuple[torch.Tensor | None, torch.Tensor]:
         """(student heads to compare or None for all, the teacher heads they came from) for a layer."""
-        heads = self.state.layers[layer].heads
+        teacher_layer = self.state.kept_layers[layer] if self.physical else layer
+        heads = self.state.layers[teacher_layer].heads
         return (None if self.physical else heads), heads
 
     # --- reporting --------------------------------------------------------------------------------------------------
@@ -278,10 +349,14 @@ class Pruner:
         params = prunable_parameters(self.groups)
         if self.physical:
             return sum(p.numel() for p in params)
-        # Masks: the product of kept sizes along each dim, from the state.
+        # Masks: the product of kept sizes along each dim, from the state (removed layers: nothing).
         kept = self._kept_along()
+        layers = self.adapter.layer_list(self.model)
+        gone = {id(p) for t in set(range(self.num_layers)) - set(self.state.kept_layers) for p in layers[t].parameters()}
         total = 0
         for p in params:
+            if id(p) in gone:
+                continue
             sizes = [len(kept[(id(p), d)]) if (id(p), d) in kept else size for d, size in enumerate(p.shape)]
             total += int(torch.tensor(sizes).prod())
         return total
@@ -296,6 +371,8 @@ class Pruner:
                   "width_head_dim": shape.head_dim, "width_ffn": shape.intermediate}
         if self.initial.kv_heads != self.initial.heads:
             values["width_kv_heads"] = shape.kv_heads
+        if self.fader is not None:
+            values["depth"] = len(self.state.surviving_layers)
         return values
 
     # --- checkpoints ------------------------------------------------------------------------------------------------
@@ -309,6 +386,8 @@ class Pruner:
             names.setdefault(p, name)
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.importance.state_dict(names).items()}
         save_file(tensors, str(folder / IMPORTANCE_FILE))
+        if self.fader is not None:
+            save_file(self.fader.state_dict(), str(folder / DEPTH_FILE))
 
     def load(self, folder: str | Path) -> None:
         """Restore from a checkpoint folder written by `save` (the model must be an unpruned teacher copy)."""
@@ -317,6 +396,10 @@ class Pruner:
         if (folder / IMPORTANCE_FILE).is_file():
             params = dict(self.model.named_parameters(remove_duplicate=True))
             self.importance.load_state_dict(load_file(str(folder / IMPORTANCE_FILE)), params)
+        if self.fader is not None and (folder / DEPTH_FILE).is_file():
+            self.fader.load_state_dict(load_file(str(folder / DEPTH_FILE)))
+        if self.fader is not None and self.state.fading_layers:
+            self.fader.stop_recording()
 
 
 def _kept_structures(group: Group, state: PruningState, teacher: Shape) -> torch.Tensor:

@@ -4,6 +4,10 @@ The state is the single source of truth shared by both ways of pruning: physical
 exactly these structures, in this order) and masks (full-size tensors, everything else masked). It is also what the
 distillation losses use to pair each kept student channel and head with the teacher's original, and what a checkpoint
 stores to resume.
+
+Depth: `depth` lists the teacher layers the student still has (None: all of them) and `fading` those of them chosen
+for removal whose residual branches are being faded out (see `depth.py`). `layers` always has one entry per teacher
+layer; the entries of removed layers are left as they were at removal and mean nothing.
 """
 
 from __future__ import annotations
@@ -37,6 +41,29 @@ class PruningState:
 
     hidden: torch.Tensor
     layers: list[LayerKeep]
+    depth: torch.Tensor | None = None  # [L'] kept teacher layers, sorted; None: all
+    fading: torch.Tensor | None = None  # kept teacher layers being faded out (a subset of depth); None: none
+
+    @property
+    def kept_layers(self) -> list[int]:
+        """The teacher layers the student holds, in order (fading ones included)."""
+        return list(range(len(self.layers))) if self.depth is None else self.depth.tolist()
+
+    @property
+    def fading_layers(self) -> list[int]:
+        return [] if self.fading is None else self.fading.tolist()
+
+    @property
+    def surviving_layers(self) -> list[int]:
+        """Kept teacher layers not being faded out: those the student ends with."""
+        fading = set(self.fading_layers)
+        return [t for t in self.kept_layers if t not in fading]
+
+    def with_depth(self, depth: list[int], fading: list[int]) -> PruningState:
+        """A copy with other kept / fading layers (the widths shared)."""
+        all_layers = list(depth) == list(range(len(self.layers)))
+        return PruningState(self.hidden, self.layers, None if all_layers else torch.tensor(sorted(depth)),
+                            torch.tensor(sorted(fading)) if fading else None)
 
     @classmethod
     def full(cls, shape: Shape, num_layers: int) -> PruningState:
@@ -66,8 +93,8 @@ class PruningState:
 
     @property
     def shape(self) -> Shape:
-        """Current widths (uniform across layers by construction)."""
-        layer = self.layers[0]
+        """Current widths (uniform across the kept layers by construction)."""
+        layer = self.layers[self.kept_layers[0]]
         return Shape(len(self.hidden), len(layer.heads), layer.qk.shape[1], len(layer.ffn), len(layer.kv))
 
     # --- serialisation (JSON: small integer lists, no pickle) -------------------------------------------------------
@@ -77,6 +104,9 @@ class PruningState:
             # "kv" only under grouped-query attention, so encoder states read as before.
             "layers": [{"heads": k.heads.tolist(), "qk": k.qk.tolist(), "v": k.v.tolist(), "ffn": k.ffn.tolist(),
                         **({"kv": k.kv.tolist()} if k.kv is not k.heads else {})} for k in self.layers],
+            # Only when depth is pruned, so width-only states read as before (and old ones load as "all layers").
+            **({"depth": self.depth.tolist()} if self.depth is not None else {}),
+            **({"fading": self.fading.tolist()} if self.fading is not None else {}),
         }
 
     @classmethod
@@ -91,7 +121,8 @@ class PruningState:
             dim = len(d["qk"][0]) if d["qk"] else 0
             layers.append(LayerKeep(heads, t(d["qk"], dim), t(d["v"], dim), t(d["ffn"]),
                                     t(d["kv"]) if "kv" in d else None))
-        return cls(hidden=t(data["hidden"]), layers=layers)
+        return cls(hidden=t(data["hidden"]), layers=layers, depth=t(data["depth"]) if "depth" in data else None,
+                   fading=t(data["fading"]) if data.get("fading") else None)
 
     def save(self, path) -> None:
         with open(path, "w") as f:
@@ -117,7 +148,8 @@ class Selection:
     """What surgery keeps, as positions in the model's current tensors."""
 
     hidden: torch.Tensor
-    layers: list[LayerSelection]
+    layers: list[LayerSelection]  # one per layer the model keeps
+    depth: torch.Tensor | None = None  # positions of the kept layers among the model's current layers; None: all
 
 
 def _positions(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
@@ -129,9 +161,15 @@ def _positions(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
 
 
 def selection_between(old: PruningState, new: PruningState) -> Selection:
-    """The surgery that takes a model holding exactly `old`'s structures to `new`'s (a subset of them)."""
+    """The surgery that takes a model holding exactly `old`'s structures to `new`'s (a subset of them): layers
+    first (`depth`), then the widths of each kept layer."""
+    old_depth, new_depth = old.kept_layers, new.kept_layers
+    depth = None
+    if new_depth != old_depth:
+        depth = _positions(torch.tensor(old_depth), torch.tensor(new_depth))
     layers = []
-    for lo, ln in zip(old.layers, new.layers, strict=True):
+    for t in new_depth:
+        lo, ln = old.layers[t], new.layers[t]
         head_pos = _positions(lo.heads, ln.heads)
         qk = torch.stack([_positions(lo.qk[p], ln.qk[i]) for i, p in enumerate(head_pos.tolist())]) \
             if len(head_pos) else ln.qk.clone()
@@ -139,7 +177,7 @@ def selection_between(old: PruningState, new: PruningState) -> Selection:
             if len(head_pos) else ln.v.clone()
         kv = None if ln.kv is ln.heads and lo.kv is lo.heads else _positions(lo.kv, ln.kv)
         layers.append(LayerSelection(head_pos, qk, v, _positions(lo.ffn, ln.ffn), kv))
-    return Selection(hidden=_positions(old.hidden, new.hidden), layers=layers)
+    return Selection(hidden=_positions(old.hidden, new.hidden), layers=layers, depth=depth)
 
 
 class StaticCorrespondence:

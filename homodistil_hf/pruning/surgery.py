@@ -83,10 +83,14 @@ def prune_model(model: nn.Module, selection: Selection, listeners: Iterable[Slic
                 adapter: ArchAdapter | None = None) -> None:
     """Keep only the selected structures of `model`, in place; module attributes and the config's widths follow.
 
-    `selection` holds positions in the model's current tensors (see `state.selection_between`).
+    `selection` holds positions in the model's current tensors and layers (see `state.selection_between`);
+    removed layers' parameters simply leave the model (an optimizer over them must drop them:
+    `depth.optimizer_dropper`).
     """
     adapter = adapter or get_adapter(model)
     slicer = _Slicer(listeners)
+    if selection.depth is not None:  # whole layers first (faded to the identity by now, see depth.py)
+        adapter.remove_layers(model, selection.depth.tolist())
     layers = adapter.layers(model)
     if len(layers) != len(selection.layers):
         raise ValueError(f"selection has {len(selection.layers)} layers, the model {len(layers)}")

@@ -200,10 +200,21 @@ def shape_for_params(teacher_config, target: int) -> Shape:
     return best[1]
 
 
+def check_depth_target(teacher_config, layers: int | None) -> None:
+    """`--target_num_hidden_layers` within 1..the teacher's depth, for a family that can lose layers."""
+    if layers is None:
+        return
+    _check_range("--target_num_hidden_layers", layers, teacher_config.num_hidden_layers)
+    if layers < teacher_config.num_hidden_layers and (why := get_adapter(teacher_config).check_depth(teacher_config)):
+        raise UserError(f"--target_num_hidden_layers {layers}: {why}; drop the flag")
+
+
 def resolve_target(teacher_config, args: HomoDistilConfig) -> Shape | None:
-    """The validated target shape of a run (None when no target is set)."""
+    """The validated target shape (widths) of a run (None when no target is set); a depth target
+    (`--target_num_hidden_layers`) is checked here too (the widths stay the teacher's when only depth is set)."""
     if not args.has_targets:
         return None
+    check_depth_target(teacher_config, getattr(args, "target_num_hidden_layers", None))
     if args.target_params is not None:
         shape = shape_for_params(teacher_config, parse_param_count(args.target_params))
         kept, full = count_backbone_params(config_for_shape(teacher_config, shape)), count_backbone_params(teacher_config)
