@@ -247,3 +247,14 @@ def parse_layer_map(spec: str | None, student_layers: int, teacher_layers: int) 
         raise UserError(f"--layer_map {spec!r} must give one teacher layer for each student layer "
                         f"0..{student_layers - 1}")
     return [pairs[i] for i in range(student_layers)]
+
+
+def prediction_logits(output) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None:
+    """The prediction logits of a model output: `logits`, (start, end) for QA, or None for a bare backbone."""
+    logits = getattr(output, "logits", None)
+    if logits is not None:
+        return logits
+    start, end = getattr(output, "start_logits", None), getattr(output, "end_logits", None)
+    if start is not None and end is not None:
+        return start, end
+    return None

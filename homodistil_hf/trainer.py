@@ -51,6 +51,7 @@ from .losses import (
     kd_regression_loss,
     parse_layer_map,
     position_counts,
+    prediction_logits,
 )
 from .pruning.callback import PruningCallback
 from .pruning.pruner import Pruner
@@ -318,13 +319,13 @@ class HomoDistilTrainer(CheckpointExportMixin, Trainer):
     def _pred_term(self, c: _TermInputs) -> torch.Tensor | None:
         s_out, t_out, inputs, micro, training = c.s_out, c.t_out, c.inputs, c.micro, c.training
         if self._teacher_has_logits is None:
-            self._teacher_has_logits = _logits(t_out) is not None
+            self._teacher_has_logits = prediction_logits(t_out) is not None
             if not self._teacher_has_logits:
                 logger.warning("the teacher has no prediction head (e.g. a sentence-transformers BertModel): "
                                "distilling on the hidden-state and attention terms only; loss_pred is not computed")
         if c.fused is not None and c.fused[1] is not None:
             return c.fused[1] / self._scale(c.fused[2], micro, training)
-        s_logits, t_logits = _logits(s_out), _logits(t_out)
+        s_logits, t_logits = prediction_logits(s_out), prediction_logits(t_out)
         if s_logits is None or t_logits is None:
             return None
         args = self.args
@@ -494,14 +495,3 @@ TERMS = (
     LossTerm("loss_attn", "alpha_attn", ("attn_loss",), HomoDistilTrainer._attn_term),
 )
 assert tuple(t.alpha for t in TERMS) == LOSS_WEIGHTS, "one term per weight flag of HomoDistilConfig"
-
-
-def _logits(output) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None:
-    """The prediction logits of a model output: `logits`, (start, end) for QA, or None for a bare backbone."""
-    logits = getattr(output, "logits", None)
-    if logits is not None:
-        return logits
-    start, end = getattr(output, "start_logits", None), getattr(output, "end_logits", None)
-    if start is not None and end is not None:
-        return start, end
-    return None
