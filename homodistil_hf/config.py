@@ -78,7 +78,8 @@ class HomoDistilConfig(TrainingArguments):
     # --- teacher and objective -------------------------------------------------------------------------------------
     teacher_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Teacher model: a Hub id or a local folder. With no student given, the student starts as an "
+        metadata={"help": "Teacher model: a Hub id, a local folder, or a .gguf file. With no student given, the student "
+                  "starts as an "
                   "exact copy of it (the homotopic start)."},
     )
     teacher_gguf_file: str | None = field(

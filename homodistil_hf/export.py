@@ -229,11 +229,17 @@ def _umask() -> int:
 _OWN_FIELDS = {"dtype", "torch_dtype", "architectures", "transformers_version", "_name_or_path"}
 
 
-def follow_teacher_config(compact: nn.Module, teacher: nn.Module) -> None:
-    """Give `compact` the teacher's config and generation config except for what pruning changed (the widths, as
-    the family's adapter writes them) and the fields that describe the saved weights (`dtype`, `architectures`):
-    training changes fields it does not prune (the Trainer sets `use_cache` to `--use_cache`, False by default)."""
-    expected = config_for_shape(teacher.config, shape_of(compact.config)).to_dict()
+def follow_teacher_config(compact: nn.Module, teacher: nn.Module, state: PruningState | None = None) -> None:
+    """Give `compact` the teacher's config and generation config except for what pruning changed (the widths, and
+    the depth with every per-layer field: the teacher layers `state` kept, as the family's adapter writes them) and
+    the fields that describe the saved weights (`dtype`, `architectures`): training changes fields it does not prune
+    (the Trainer sets `use_cache` to `--use_cache`, False by default)."""
+    expected = config_for_shape(teacher.config, shape_of(compact.config))
+    # (no state: a student of its own depth, whose per-layer fields were cut to its first layers when it was made)
+    kept = state.kept_layers if state is not None else list(range(compact.config.num_hidden_layers))
+    if len(kept) != expected.num_hidden_layers:
+        get_adapter(expected).set_depth(expected, kept)
+    expected = expected.to_dict()
     for key, value in expected.items():
         if key not in _OWN_FIELDS and hasattr(compact.config, key) and getattr(compact.config, key) != value:
             try:
@@ -258,7 +264,7 @@ def export_model(model: nn.Module, output_dir: str | os.PathLike, state: Pruning
     """
     compact = compact_copy(model, state, physical)
     if teacher is not None:
-        follow_teacher_config(compact, teacher)
+        follow_teacher_config(compact, teacher, state)
     check_stock(compact)
     info = dict(info or {})
     info["teacher"] = teacher_id(info.get("teacher"))  # a Hub id or a folder name, not a path on this machine
@@ -289,7 +295,8 @@ def prune_to_shape(model: nn.Module, hidden_size: int | None = None, num_attenti
     Structures are ranked by `scores` (one tensor per group, as `importance.scores(build_groups(model))` returns:
     keys 'hidden', 'layer{i}.heads', 'layer{i}.ffn', and 'layer{i}.qk' / 'layer{i}.v' where head dims are pruned,
     'layer{i}.kv' under grouped-query attention) or by `importance` (default:
-    weight magnitude; for `SensitivityImportance` call its `step()` after backward passes first). Returns which
+    weight magnitude; for a gradient-based metric, bind it first with `imp.attach(model, build_groups(model))`
+    (`homodistil_hf.pruning.groups`) and call `imp.step()` after each backward pass). Returns which
     teacher structures were kept. The model is left with a stock config, ready for `save_pretrained`.
     """
     check_model_supported(model)

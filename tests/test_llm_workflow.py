@@ -110,7 +110,7 @@ def test_run_distill_chat_eval_tasks_and_gguf(chat_teacher, tmp_path):
     results = json.loads((out / "all_results.json").read_text())
     for who in ("teacher", "student"):
         assert 0 <= results[f"{who}_{task}_acc"] <= 1 and results[f"{who}_{task}_samples"] == 2
-        assert results[f"{who}_validation_perplexity_perplexity"] > 1
+        assert results[f"{who}_validation_perplexity"] > 1
         assert metrics[f"{who}_{task}_acc"] == results[f"{who}_{task}_acc"]
     card = (out / "README.md").read_text()
     assert "## Evaluation" in card and "model-index:" in card.split("---")[1] and task in card

@@ -87,7 +87,9 @@ class StudentArguments:
     tokenizer_name: str | None = field(
         default=None, metadata={"help": "Tokenizer (default: the teacher's)."}
     )
-    cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads are cached."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads are cached, and GGUF teachers "
+                                                                   "once dequantised (else $HOMODISTIL_CACHE, else "
+                                                                   "~/.cache/homodistil_hf/gguf/)."})
 
 
 @dataclass
@@ -287,7 +289,7 @@ def _evaluate_lm(trainer, teacher, tokenizer, args: HomoDistilConfig, data_args:
         if data_args.validation_file:
             ppl = perplexity(model, tokenizer, data_args.validation_file, data_args.max_seq_length,
                              args.per_device_eval_batch_size, args.assistant_only_loss, args.completion_only_loss)
-            results[who]["validation_perplexity"] = {"perplexity": ppl}
+            results[who]["validation"] = {"perplexity": ppl}
     flat = {f"{who}_{task}_{metric}": value for who, by_task in results.items()
             for task, metrics in by_task.items() for metric, value in metrics.items()}
     trainer.save_metrics("lm_eval", flat, combined=True)
