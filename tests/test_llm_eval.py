@@ -140,3 +140,20 @@ def test_squad_mc_examples():
         assert len(e["choices"]) == len(set(e["choices"])) == 4
         assert e["choices"][e["label"]] in answers[e["question"]]
         assert any(e["context"] == p["context"] for p in data[0]["paragraphs"])  # the passage is given
+
+
+def test_perplexity_without_packing_scores_each_row_on_its_own(tiny, tmp_path):
+    """`packing=False`: every row is its own block (truncated), so no row's tokens are predicted from another's."""
+    lines = ["The river flows to the sea.", "The city was founded in 1850, in the north.", "How are you?"]
+    (tmp_path / "held_out.txt").write_text("\n".join(lines) + "\n")
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(tiny).eval(), AutoTokenizer.from_pretrained(tiny)
+    total, count = 0.0, 0
+    for line in lines:
+        ids = torch.tensor([tokenizer(line + "\n")["input_ids"][:6]])
+        with torch.no_grad():
+            logits = model(ids).logits[0, :-1]
+        total += torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum").item()
+        count += ids.shape[1] - 1
+    got = perplexity(model, tokenizer, tmp_path / "held_out.txt", 6, batch_size=2, packing=False)
+    assert got == pytest.approx(math.exp(total / count), rel=1e-5)
+    assert got != pytest.approx(perplexity(model, tokenizer, tmp_path / "held_out.txt", 6, batch_size=2), rel=1e-3)

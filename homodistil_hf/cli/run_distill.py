@@ -288,7 +288,8 @@ def _evaluate_lm(trainer, teacher, tokenizer, args: HomoDistilConfig, data_args:
                                        tokenizer=tokenizer, limit=args.eval_tasks_limit)
         if data_args.validation_file:
             ppl = perplexity(model, tokenizer, data_args.validation_file, data_args.max_seq_length,
-                             args.per_device_eval_batch_size, args.assistant_only_loss, args.completion_only_loss)
+                             args.per_device_eval_batch_size, args.assistant_only_loss, args.completion_only_loss,
+                             packing=data_args.packing)
             results[who]["validation"] = {"perplexity": ppl}
     flat = {f"{who}_{task}_{metric}": value for who, by_task in results.items()
             for task, metrics in by_task.items() for metric, value in metrics.items()}
