@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, TrainerCallback
+from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
 import homodistil_hf.cli.run_distill as run_distill
 from homodistil_hf.arch import get_adapter, is_norm
@@ -200,17 +200,8 @@ def test_depth_flags_are_checked():
 
 
 # --- trainer runs ---------------------------------------------------------------------------------------------------
-STOP_AT = 8
-
-
-class Preempted(Exception):
-    pass
-
-
-class _KillAfterCheckpoint(TrainerCallback):
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step == STOP_AT:
-            raise Preempted(state.global_step)
+# The width resume test's preemption (a checkpoint at step 8, then the run is killed), reused as is.
+from test_resume import STOP_AT, Preempted, _KillAfterCheckpoint  # noqa: E402, F401
 
 
 def _flags(teacher, corpus, out, *extra, max_steps=16):
