@@ -27,6 +27,7 @@ VARIANTS = {
     "homotopic_gate": ["--layer_importance", "gate"],
     "homotopic_cosine": ["--layer_importance", "cosine"],
     "oneshot_gate": ["--layer_importance", "gate", "--pruning_schedule", "oneshot"],
+    "oneshot_cosine": ["--layer_importance", "cosine", "--pruning_schedule", "oneshot"],
     "oneshot_last": ["--layer_importance", "last", "--pruning_schedule", "oneshot"],
 }
 

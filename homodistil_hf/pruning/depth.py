@@ -40,7 +40,7 @@ class LayerFader:
     teacher layer to its factor (absent: 1, no change at all).
     """
 
-    def __init__(self, model: nn.Module, adapter: ArchAdapter, num_layers: int, metric: str = "gate",
+    def __init__(self, model: nn.Module, adapter: ArchAdapter, num_layers: int, metric: str = "cosine",
                  beta: float = 0.85):
         if metric not in LAYER_IMPORTANCES:
             raise ValueError(f"layer importance {metric!r} is not one of {LAYER_IMPORTANCES}")

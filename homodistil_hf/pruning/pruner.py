@@ -111,7 +111,7 @@ class Pruner:
     (when, and to which widths, is the schedule's business: `PruningCallback`)."""
 
     def __init__(self, model: nn.Module, target: Shape, importance: Importance, physical: bool = True,
-                 target_layers: int | None = None, layer_importance: str = "gate", layer_beta: float = 0.85):
+                 target_layers: int | None = None, layer_importance: str = "cosine", layer_beta: float = 0.85):
         self.adapter = check_model_supported(model)
         self.model = model
         self.initial = shape_of(model.config)
