@@ -360,15 +360,17 @@ class HomoDistilConfig(TrainingArguments):
         for name, choices in (
             ("hidden_loss", (*HIDDEN_LOSSES, None)),
             ("attn_loss", ATTN_LOSSES),
-            ("importance", importance_names(listed_only=True)),
             ("pruning_schedule", SCHEDULES),
             ("pruning_mode", PRUNING_MODES),
             ("pred_loss_positions", PRED_POSITIONS),
             ("teacher_dtype", TEACHER_DTYPES),
             ("layer_importance", LAYER_IMPORTANCES),
         ):
-            if getattr(self, name) not in choices and not (name == "importance" and self.importance in importance_names()):
+            if getattr(self, name) not in choices:
                 raise UserError(f"--{name} {getattr(self, name)!r} is not one of {', '.join(c for c in choices if c)}")
+        if self.importance not in importance_names():  # (registered ablations are accepted; --help lists the rest)
+            raise UserError(f"--importance {self.importance!r} is not one of "
+                            f"{', '.join(importance_names(listed_only=True))}")
         for name in TARGET_FIELDS:
             value = getattr(self, name)
             if value is not None and value <= 0:

@@ -201,7 +201,7 @@ def test_depth_flags_are_checked():
 
 # --- trainer runs ---------------------------------------------------------------------------------------------------
 # The width resume test's preemption (a checkpoint at step 8, then the run is killed), reused as is.
-from test_resume import STOP_AT, Preempted, _KillAfterCheckpoint  # noqa: E402, F401
+from test_resume import STOP_AT, run_preempted  # noqa: E402
 
 
 def _flags(teacher, corpus, out, *extra, max_steps=16):
@@ -229,14 +229,7 @@ def test_resume_mid_fade_equals_uninterrupted_run(encoder_setup, tmp_path, monke
     full, cut = tmp_path / "full", tmp_path / "cut"
     run_distill.main(_flags(teacher, corpus, full, *flags))
 
-    class Preemptible(run_distill.HomoDistilTrainer):
-        def __init__(self, *args, callbacks=None, **kwargs):
-            super().__init__(*args, callbacks=[*(callbacks or []), _KillAfterCheckpoint()], **kwargs)
-
-    with monkeypatch.context() as m:
-        m.setattr(run_distill, "HomoDistilTrainer", Preemptible)
-        with pytest.raises(Preempted):
-            run_distill.main(_flags(teacher, corpus, cut, *flags))
+    run_preempted(monkeypatch, _flags(teacher, corpus, cut, *flags))
     checkpoint = cut / f"checkpoint-{STOP_AT}"
     state = json.loads((checkpoint / STATE_FILE).read_text())
     assert len(state["fading"]) == 1 and state.get("depth") is None  # mid-fade: chosen, not removed yet

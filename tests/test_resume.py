@@ -41,6 +41,19 @@ class _KillAfterCheckpoint(TrainerCallback):
             raise Preempted(state.global_step)
 
 
+def run_preempted(monkeypatch, argv) -> None:
+    """`run_distill.main(argv)`, killed (`Preempted`) right after it writes `checkpoint-{STOP_AT}`."""
+
+    class Preemptible(run_distill.HomoDistilTrainer):
+        def __init__(self, *args, callbacks=None, **kwargs):
+            super().__init__(*args, callbacks=[*(callbacks or []), _KillAfterCheckpoint()], **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(run_distill, "HomoDistilTrainer", Preemptible)
+        with pytest.raises(Preempted):
+            run_distill.main(list(argv))
+
+
 ENCODER_TARGET = ["--target_hidden_size", "32", "--target_num_attention_heads", "2", "--target_intermediate_size", "48"]
 DECODER_TARGET = [*ENCODER_TARGET, "--target_num_key_value_heads", "1"]
 
@@ -94,14 +107,7 @@ def _check_resume(teacher, corpus, tmp_path, monkeypatch, mode, importance, extr
     run_distill.main(_flags(teacher, corpus, full, mode, importance, *extra, target=target))
 
     # The pre-empted run: same flags, killed right after writing checkpoint-8.
-    class Preemptible(run_distill.HomoDistilTrainer):
-        def __init__(self, *args, callbacks=None, **kwargs):
-            super().__init__(*args, callbacks=[*(callbacks or []), _KillAfterCheckpoint()], **kwargs)
-
-    with monkeypatch.context() as m:
-        m.setattr(run_distill, "HomoDistilTrainer", Preemptible)
-        with pytest.raises(Preempted):
-            run_distill.main(_flags(teacher, corpus, cut, mode, importance, *extra, target=target))
+    run_preempted(monkeypatch, _flags(teacher, corpus, cut, mode, importance, *extra, target=target))
     checkpoint = cut / f"checkpoint-{STOP_AT}"
     assert sorted(p.name for p in cut.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-8"]
     assert not (cut / "model.safetensors").exists()
