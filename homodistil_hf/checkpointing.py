@@ -17,8 +17,9 @@ from torch import nn
 
 from .errors import UserError
 from .export import export_model, push_export, save_args_json
-from .pruning.pruner import check_checkpoint
+from .pruning.pruner import check_checkpoint, checkpoint_is_physical
 from .pruning.sharding import all_reduce_sum, any_sharded, full_copy, local
+from .pruning.state import PruningState
 from .pruning.targets import count_backbone_params
 
 
@@ -145,11 +146,17 @@ class CheckpointExportMixin:
         save_args_json(self.args, output_dir if output_dir is not None else self.args.output_dir)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
-        if self.pruner is not None:
-            check_checkpoint(resume_from_checkpoint, self.pruner.target, self.pruner.initial, self.pruner.num_layers,
-                             self.pruner.target_layers)
-            self.pruner.rebind()  # under FSDP2 this runs after the student was sharded
-            self.pruner.load(resume_from_checkpoint)
+        pruner = self.pruner
+        if pruner is not None and getattr(self, "_pruner_loaded_from", None) != str(resume_from_checkpoint):
+            state = check_checkpoint(resume_from_checkpoint, pruner.target, pruner.initial, pruner.num_layers,
+                                     pruner.target_layers)
+            full = PruningState.full(pruner.initial, pruner.num_layers)
+            if pruner.physical and checkpoint_is_physical(resume_from_checkpoint) is False and not state.equals(full):
+                raise UserError(f"--resume_from_checkpoint {resume_from_checkpoint} holds a masked, full-size student "
+                                "(written with --pruning_mode masks, or on several processes before compaction); "
+                                "resume it with --pruning_mode masks")
+            pruner.rebind()  # under FSDP2 this runs after the student was sharded
+            pruner.load(resume_from_checkpoint)
         super()._load_from_checkpoint(resume_from_checkpoint, model)
 
 

@@ -21,6 +21,12 @@ def physical_pruning(args, fsdp_enabled: bool = False) -> bool:
     return args.parallel_mode.value != "distributed" and not args.fsdp and not fsdp_enabled
 
 
+def compacts_after_pruning(args, fsdp_enabled: bool = False) -> bool:
+    """Whether a masked student is compacted (physically sliced, on every rank) once pruning is done: under several
+    processes with `--pruning_mode auto`; `masks` keeps the masks to the end (`compaction.py`)."""
+    return args.pruning_mode == "auto" and not physical_pruning(args, fsdp_enabled)
+
+
 def accelerate_fsdp_on_cpu() -> bool:
     """Whether accelerate turns FSDP on for CPU processes. It does not: the FSDP branch of `AcceleratorState`
     runs only for accelerator distributed types, so `--fsdp` with `--use_cpu` would quietly be DDP, and it is
@@ -42,7 +48,7 @@ def check_sharded_pruning(args, fsdp_version: int, physical: bool | None = None)
     if args.pruning_mode == "physical" or physical:
         raise UserError("--pruning_mode physical cannot run under FSDP (sharded weights cannot be re-shaped); use "
                         "--pruning_mode masks or auto")
-    if args.importance not in sharded_importances():
+    if args.importance not in ("auto", *sharded_importances()):  # (auto resolves to a metric that works on shards)
         raise UserError(f"--importance {args.importance} keeps per-weight statistics, which sharded (FSDP) "
                         "parameters do not hold whole on any rank; use --importance taylor_structure (one number "
                         "per structure, as good as the per-weight metric on the benchmark), or one of "
@@ -62,6 +68,10 @@ def check_distributed_support(args) -> None:
                         "README 'Multi-GPU'")
     if args.has_targets and args.fsdp:
         check_sharded_pruning(args, (getattr(args, "fsdp_plugin_args", None) or {}).get("fsdp_version", 2))
+    if args.has_targets and getattr(args, "load_best_model_at_end", False) and compacts_after_pruning(args):
+        raise UserError("--load_best_model_at_end cannot run with pruning on several processes: the student is "
+                        "compacted once pruning is done, and a checkpoint from before holds the full-size student; "
+                        "drop --load_best_model_at_end, or keep the masks to the end with --pruning_mode masks")
 
 
 def check_accelerate_state(args, accelerator, model: nn.Module, fsdp_enabled: bool, pruning_physical: bool | None

@@ -36,6 +36,7 @@ from transformers.trainer_pt_utils import nested_gather
 
 from .arch import Shape, disable_attention_dropout, get_adapter, is_causal_lm, shape_of
 from .checkpointing import CheckpointExportMixin, NonFiniteLossError
+from .compaction import CompactionMixin
 from .config import LOSS_WEIGHTS, HomoDistilConfig
 from .data import kd_positions
 from .distributed import check_accelerate_state, check_distributed_support, keep_output_capture, physical_pruning
@@ -62,7 +63,7 @@ from .registry import importance_class
 logger = logging.getLogger(__name__)
 
 
-class HomoDistilTrainer(CheckpointExportMixin, Trainer):
+class HomoDistilTrainer(CompactionMixin, CheckpointExportMixin, Trainer):
     """Distil (and prune) a student from a teacher inside the Hugging Face Trainer.
 
     Args:
@@ -356,6 +357,9 @@ class HomoDistilTrainer(CheckpointExportMixin, Trainer):
         mask, micro, training = c.inputs.get("attention_mask"), c.micro, c.training
         s_states, t_states = c.s_out.hidden_states, c.t_out.hidden_states
         pairs = [(0, 0)] + [(i + 1, t + 1) for i, t in self.layer_pairs()]
+        if self.teacher_adapter.final_norm_in_hidden_states and self.pruner is not None and self.pruner.fader:
+            # Depth pruned: the student's last state is its final norm's output; it pairs with the teacher's.
+            pairs[-1] = (len(s_states) - 1, len(t_states) - 1)
         s_idx, t_idx = self._hidden_index(s_states[0].device)
         total = 0
         for si, ti in pairs:
@@ -399,8 +403,7 @@ class HomoDistilTrainer(CheckpointExportMixin, Trainer):
             return None, None
         return tuple(None if x is None else self._on(device, x) for x in self.correspondence.head_index(layer))
 
-    def _on(self, device, index: torch.Tensor) -> torch.Tensor:
-        # Index tensors change only at pruning steps; keep one device copy of each.
+    def _on(self, device, index: torch.Tensor) -> torch.Tensor:  # one device copy of each index tensor
         cache = self.__dict__.setdefault("_index_cache", {})
         key = (id(index), device)
         if key not in cache or cache[key][0] is not index:

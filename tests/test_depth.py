@@ -144,6 +144,40 @@ def test_masked_equals_physical_equals_exported_with_depth_and_width(family, tmp
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_trainer_masks_and_physical_agree_when_the_last_layer_goes(family, tmp_path):
+    """Decoders return the final norm's output as their last hidden state: with depth pruned, the hidden-state term
+    pairs the student's final state with the teacher's, so the masked student (its removed last layer the identity,
+    the final norm still last) and the physical one (one layer fewer) train alike, step for step."""
+    from datasets import Dataset
+    from transformers import default_data_collator
+
+    from homodistil_hf import HomoDistilTrainer
+
+    g = torch.Generator().manual_seed(1)
+    rows = [{"input_ids": (ids := torch.randint(5, 100, (16,), generator=g).tolist()), "attention_mask": [1] * 16,
+             "labels": ids} for _ in range(16)]
+    losses, weights = {}, {}
+    for mode in ("physical", "masks"):
+        args = HomoDistilConfig(output_dir=str(tmp_path / mode), report_to="none", use_cpu=True, disable_tqdm=True,
+                                seed=0, max_steps=8, per_device_train_batch_size=2, learning_rate=3e-3,
+                                logging_steps=1, save_strategy="no", prune_every=2, prune_end=4,
+                                target_num_hidden_layers=2, layer_importance="last", pruning_mode=mode,
+                                importance="taylor_structure", target_hidden_size=32, target_num_attention_heads=2,
+                                target_intermediate_size=48,
+                                **({"target_num_key_value_heads": 1} if family == "llama" else {}))
+        trainer = HomoDistilTrainer(teacher=_model(family), args=args, train_dataset=Dataset.from_list(rows),
+                                    data_collator=default_data_collator)
+        trainer.train()
+        trainer.save_model()
+        assert trainer.pruner.state.kept_layers == [0, 1]
+        losses[mode] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        weights[mode] = load_file(tmp_path / mode / "model.safetensors")
+    assert losses["physical"] == pytest.approx(losses["masks"], rel=1e-6)
+    for name, value in weights["physical"].items():
+        assert torch.allclose(value, weights["masks"][name], atol=1e-6), name
+
+
 @pytest.mark.parametrize("metric", ["gate", "cosine"])
 def test_layer_scores_are_measured_and_rank(metric):
     """Both scores become one positive number per layer; a layer whose branches are zeroed scores lowest."""

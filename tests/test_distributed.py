@@ -1,5 +1,5 @@
-"""DDP on CPU: `torchrun --nproc_per_node 2` with gloo runs a pruning distillation to the end (masks mode, chosen
-automatically), every rank computes the same importance scores and takes the same pruning decision at every
+"""DDP on CPU: `torchrun --nproc_per_node 2` with gloo runs a pruning distillation to the end (masks mode while it
+prunes, chosen automatically, then the student compacted on every rank), every rank computes the same importance scores and takes the same pruning decision at every
 pruning step (before rank 0's decision is broadcast, i.e. from synchronised gradients), and only rank 0 writes
 the output files. Each rank records what it did through `tests/ddp_worker.py`."""
 
@@ -50,7 +50,8 @@ def test_ddp_two_ranks_same_decisions_rank0_writes(tmp_path):
     print(f"torchrun 2 ranks: {seconds:.1f} s")
     ranks = [json.loads((record / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
-    assert [r["physical"] for r in ranks] == [False, False]  # masks: automatic under DDP
+    # masks while pruning (automatic under DDP), then compacted on both ranks once pruning was done
+    assert [r["physical"] for r in ranks] == [True, True]
 
     # The same decision on both ranks at every pruning step, computed locally from the same scores.
     steps = [r["decisions"] for r in ranks]
@@ -78,8 +79,8 @@ def test_ddp_two_ranks_same_decisions_rank0_writes(tmp_path):
     written0, written1 = set(ranks[0]["writes"]), set(ranks[1]["writes"])
     assert {"model.safetensors", "config.json", "homodistil.json", "checkpoint-6/model.safetensors",
             "checkpoint-6/pruning_state.json", "checkpoint-6/pruning_importance.safetensors"} <= written0
-    checkpoints = {"checkpoint-6", "checkpoint-12"}
+    checkpoints = {"checkpoint-6", "checkpoint-12", ".homodistil-compaction"}  # (the last: compaction's hand-off)
     allowed1 = checkpoints | {f"{c}/rng_state_1.pth" for c in checkpoints}
     assert written1 <= allowed1, written1 - allowed1
     assert "checkpoint-6/rng_state_1.pth" in written1  # the recorder does see rank 1's writes
-    assert not list(out.glob(".homodistil-export-*"))
+    assert not list(out.glob(".homodistil-export-*")) and not (out / ".homodistil-compaction").exists()

@@ -1,5 +1,7 @@
-"""FSDP2 through the Trainer: `HomoDistilTrainer` with `fsdp=True` (`--fsdp`), `fsdp_config={"version": 2}` and
-pruning targets, on 2 CPU ranks (torchrun, gloo), against a single-process masks-mode run of the same seed and data.
+"""Several processes through the Trainer: `HomoDistilTrainer` with `fsdp=True` (`--fsdp`), `fsdp_config={"version":
+2}` (FSDP2), or plain DDP, and pruning targets, on 2 CPU ranks (torchrun, gloo), against a single-process masks-mode
+run of the same seed and data. Under both, the student is masked while it is pruned and compacted on every rank once
+pruning is done (`homodistil_hf/compaction.py`).
 
 accelerate enables FSDP only for accelerators, so the worker (`tests/fsdp_trainer_worker.py`) patches accelerate,
 in its own processes only, to take its FSDP branch on CPU (see `patch_accelerate_fsdp_on_cpu` there); from there on
@@ -7,7 +9,8 @@ the run is accelerate's FSDP2 preparation (`fully_shard` of every decoder layer,
 Trainer's own training loop, checkpoint-free.
 
 Asserted: FSDP2 really ran (the student's parameters and gradients were DTensors at every optimizer step, under
-`FSDP<Model>`; the teacher stayed an unsharded, frozen model); `--pruning_mode auto` became masks; both ranks took
+`FSDP<Model>`, before and after the compaction; the teacher stayed an unsharded, frozen model); `--pruning_mode auto`
+became masks, then the compact student trained the last steps; both ranks took
 the same decisions from the same scores at every pruning step, the same as the single process; the losses match; the
 export (gathered on every rank, written by rank 0) is a stock model equal to the single-process export within 1e-5 (weights; outputs within 5e-5).
 
@@ -64,20 +67,50 @@ def _single_process(family: str, out: Path):
     return recorder.decisions, losses
 
 
-@pytest.mark.parametrize("family", ["llama", "bert"])
-def test_fsdp2_trainer_pruning_matches_single_process(tmp_path, family):
-    record, out = tmp_path / "record", tmp_path / "sharded"
-    _torchrun(family, record, out)
+def _assert_same_export(out: Path, reference: Path, family: str, atol: float = 1e-5) -> None:
+    auto = AutoModelForCausalLM if family.startswith("llama") else AutoModel
+    model, info = auto.from_pretrained(out, output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    single = auto.from_pretrained(reference)
+    configs = [{k: v for k, v in m.config.to_dict().items() if k != "_name_or_path"} for m in (model, single)]
+    assert configs[0] == configs[1]
+    ids = torch.tensor(dataset(family)["input_ids"][:4])
+    with torch.no_grad():
+        a, b = model.eval()(input_ids=ids)[0], single.eval()(input_ids=ids)[0]
+    # Weights agree within 1e-5 (below); outputs through the layers within 5e-5: the two ranks' gradients are
+    # reduced in another fp32 order than one process sums them (2.5e-5 measured for BERT with taylor_structure).
+    assert a.shape == b.shape and (a - b).abs().max() <= 5e-5
+    state_a, state_b = model.state_dict(), single.state_dict()
+    assert state_a.keys() == state_b.keys()
+    for name in state_a:
+        assert torch.allclose(state_a[name], state_b[name], atol=atol), name
+
+
+CASES = [("fsdp", "llama"), ("fsdp", "bert"), ("ddp", "llama"), ("ddp", "llama_depth"), ("fsdp", "llama_depth")]
+
+
+@pytest.mark.parametrize(("sharding", "family"), CASES)
+def test_multi_process_pruning_compacts_and_matches_single_process(tmp_path, sharding, family):
+    record, out = tmp_path / "record", tmp_path / sharding
+    _torchrun(family, record, out, 0, "", sharding)
     ranks = [json.loads((record / f"rank{r}.json").read_text()) for r in range(2)]
 
-    for r in ranks:  # accelerate's FSDP2 path really ran
+    for r in ranks:
         assert r["world_size"] == 2
-        assert r["distributed_type"] == "DistributedType.FSDP" and r["fsdp_version"] == 2
-        assert r["student_class"].startswith("FSDP")
-        assert r["param_types"] == ["DTensor"] and r["grad_types"] == ["DTensor"]
-        assert r["sharded_steps"] == STEPS
+        if sharding == "fsdp":  # accelerate's FSDP2 path really ran, before and after the compaction
+            assert r["distributed_type"] == "DistributedType.FSDP" and r["fsdp_version"] == 2
+            assert r["student_class"].startswith("FSDP")
+            assert r["param_types"] == ["DTensor"] and r["grad_types"] == ["DTensor"]
+            assert r["sharded_steps"] == STEPS
+        else:
+            assert r["distributed_type"] == "DistributedType.MULTI_CPU"
         assert r["teacher_param_types"] == ["Parameter"] and not r["teacher_trainable"]
-        assert r["physical"] is False  # --pruning_mode auto resolved to masks
+        # --pruning_mode auto: masks while pruning (its last step is the 7th update, at global step 6), then
+        # compacted: updates 8-10 train the compact student, whose full parameter count is far below the teacher's.
+        assert r["physical"] is True and r["physical_steps"] == [8, 9, 10]
+        assert len(set(r["numel"][:7])) == 1 and len(set(r["numel"][7:])) == 1
+        assert r["numel"][7] < r["numel"][0] / 2
+    assert not (out / ".homodistil-compaction").exists()  # the hand-off folder is gone once training ends
 
     # The same scores and decisions on both ranks at every pruning step, each rank's own (before the broadcast).
     assert ranks[0]["scores"] == ranks[1]["scores"] and len(ranks[0]["scores"]) >= 3
@@ -88,50 +121,43 @@ def test_fsdp2_trainer_pruning_matches_single_process(tmp_path, family):
 
     decisions, losses = _single_process(family, tmp_path / "single")
     assert ranks[0]["decisions"] == decisions  # the same structures kept at the same steps as on one process
-    assert ranks[0]["losses"] == pytest.approx(losses, rel=1e-5, abs=1e-6)
+    assert ranks[0]["losses"] == pytest.approx(losses, rel=1e-5, abs=1e-6)  # before and after compaction
 
     # The export: written once, by rank 0, as the same stock compact model as the single process's.
     assert json.loads((out / "homodistil.json").read_text())["kept_from_teacher"] == ranks[0]["final"]
     assert not list(out.glob(".homodistil-export-*"))
-    auto = AutoModelForCausalLM if family == "llama" else AutoModel
-    sharded, info = auto.from_pretrained(out, output_loading_info=True)
-    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
-    single = auto.from_pretrained(tmp_path / "single")
-    configs = [{k: v for k, v in m.config.to_dict().items() if k != "_name_or_path"} for m in (sharded, single)]
-    assert configs[0] == configs[1]
-    ids = torch.tensor(dataset(family)["input_ids"][:4])
-    with torch.no_grad():
-        a, b = sharded.eval()(input_ids=ids)[0], single.eval()(input_ids=ids)[0]
-    # Weights agree within 1e-5 (below); outputs through the layers within 5e-5: the two ranks' gradients are
-    # reduced in another fp32 order than one process sums them (2.5e-5 measured for BERT with taylor_structure).
-    assert a.shape == b.shape and (a - b).abs().max() <= 5e-5
-    state_a, state_b = sharded.state_dict(), single.state_dict()
-    assert state_a.keys() == state_b.keys()
-    for name in state_a:
-        assert torch.allclose(state_a[name], state_b[name], atol=1e-5), name
+    _assert_same_export(out, tmp_path / "single", family)
 
 
-def test_fsdp2_trainer_checkpoints_and_resume(tmp_path):
-    """Checkpoints mid-run under FSDP2 (the Trainer's FSDP model and optimizer files, plus the pruning state, written
-    by rank 0), and a run resumed from one mid-pruning ends with the same decisions and the same export."""
+@pytest.mark.parametrize("sharding", ["fsdp", "ddp"])
+def test_multi_process_checkpoints_before_and_after_compaction_resume(tmp_path, sharding):
+    """Checkpoints mid-pruning (masked, full-size) and after the compaction (compact) under FSDP2 / DDP: the Trainer's
+    model and optimizer files plus the pruning state, written by rank 0. A run resumed from either ends with the same
+    decisions and the same export as the uninterrupted one."""
     record, out = tmp_path / "record", tmp_path / "full"
-    _torchrun("llama", record, out, 4)
-    checkpoint = out / "checkpoint-4"
-    assert {"pruning_state.json", "pruning_importance.safetensors", "trainer_state.json"} <= {
-        p.name for p in checkpoint.iterdir()}
+    _torchrun("llama", record, out, 4, "", sharding)
     full = json.loads((record / "rank0.json").read_text())
-    assert full["decisions"][-1]["step"] > 4  # the checkpoint is mid-pruning
+    before, after = out / "checkpoint-4", out / "checkpoint-8"
+    for checkpoint in (before, after):
+        assert {"pruning_state.json", "pruning_importance.safetensors", "trainer_state.json"} <= {
+            p.name for p in checkpoint.iterdir()}
+    assert full["decisions"][-1]["step"] > 4  # the first checkpoint is mid-pruning
+    assert json.loads((before / "pruning_layout.json").read_text()) == {"physical": False}
+    assert json.loads((after / "pruning_layout.json").read_text()) == {"physical": True}
 
-    resumed_record, resumed = tmp_path / "record-resumed", tmp_path / "resumed"
-    _torchrun("llama", resumed_record, resumed, 0, checkpoint)
-    again = [json.loads((resumed_record / f"rank{r}.json").read_text()) for r in range(2)]
-    assert again[0]["decisions"] == again[1]["decisions"]
-    assert [d for d in full["decisions"] if d["step"] >= 4] == again[0]["decisions"]
-    assert again[0]["final"] == full["final"]
-    a, b = load_file(out / "model.safetensors"), load_file(resumed / "model.safetensors")
-    assert a.keys() == b.keys()
-    for name in a:
-        assert torch.allclose(a[name], b[name], atol=1e-6), name
+    for checkpoint in (before, after):
+        resumed_record, resumed = tmp_path / f"record-{checkpoint.name}", tmp_path / checkpoint.name
+        _torchrun("llama", resumed_record, resumed, 0, checkpoint, sharding)
+        again = [json.loads((resumed_record / f"rank{r}.json").read_text()) for r in range(2)]
+        step = int(checkpoint.name.split("-")[1])
+        assert again[0]["decisions"] == again[1]["decisions"]
+        assert [d for d in full["decisions"] if d["step"] >= step] == again[0]["decisions"]
+        assert again[0]["final"] == full["final"]
+        assert again[0]["physical_steps"] == [s for s in full["physical_steps"] if s > step]
+        a, b = load_file(out / "model.safetensors"), load_file(resumed / "model.safetensors")
+        assert a.keys() == b.keys()
+        for name in a:
+            assert torch.allclose(a[name], b[name], atol=1e-6), (checkpoint.name, name)
 
 
 @pytest.fixture
@@ -183,3 +209,17 @@ def test_fsdp2_refuses_a_tie_accelerate_cannot_shard():
     for model in (tiny_model("bert", "base"), tiny_decoder("llama"), tiny_decoder("gpt2"),
                   tiny_model("bert", "seq_cls")):
         assert distributed.fsdp2_shared_output_param(model) is None, type(model).__name__
+
+
+def test_load_best_model_refused_where_the_student_is_compacted():
+    """Several processes, --pruning_mode auto: the student is compacted once pruning is done, so the Trainer could
+    not load a best checkpoint from before into it; refused up front in one line. Masks to the end: accepted."""
+    ddp = SimpleNamespace(value="distributed")
+    with pytest.raises(UserError) as err:
+        distributed.check_distributed_support(_flags(fsdp=None, load_best_model_at_end=True, parallel_mode=ddp))
+    message = str(err.value)
+    assert "\n" not in message and "--load_best_model_at_end" in message and "--pruning_mode masks" in message
+    distributed.check_distributed_support(_flags(fsdp=None, load_best_model_at_end=True, parallel_mode=ddp,
+                                                 pruning_mode="masks"))
+    distributed.check_distributed_support(_flags(fsdp=None, load_best_model_at_end=True,
+                                                 parallel_mode=SimpleNamespace(value="not_distributed")))

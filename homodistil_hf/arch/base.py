@@ -90,6 +90,8 @@ class ArchAdapter:
     hidden_per_head: ClassVar[bool] = False  # the stock config validates hidden % num_attention_heads == 0
     attention_width_is_hidden: ClassVar[bool] = False  # no head_dim in the config: heads x head size = hidden
     causal_lm: ClassVar[bool] = False  # a decoder: distilled on next-token prediction
+    # The last entry of `hidden_states` is the final norm's output, not the last layer's (transformers 5 decoders)
+    final_norm_in_hidden_states: ClassVar[bool] = False
 
     # --- checks -----------------------------------------------------------------------------------------------------
     def check_config(self, config) -> None:

@@ -27,6 +27,7 @@ class LlamaLikeAdapter(ArchAdapter):
     prunes_head_dim = False  # rotary embeddings
     hidden_per_head = True
     causal_lm = True
+    final_norm_in_hidden_states = True
     # Task heads of the *ForSequenceClassification / ForTokenClassification / ForQuestionAnswering classes.
     head_inputs = ("lm_head", "score", "qa_outputs")
 

@@ -23,6 +23,7 @@ class GPT2Adapter(ArchAdapter):
     model_types = ("gpt2",)
     attention_width_is_hidden = True
     causal_lm = True
+    final_norm_in_hidden_states = True
     head_inputs = ("lm_head", "score", "classifier", "qa_outputs")
 
     def check_config(self, config) -> None:

@@ -10,6 +10,8 @@ Events used:
 
 - `on_step_begin`: the fading layers' factor for this step's forward passes, `fraction_kept(step)` (a function of
   the step alone, so a resumed run fades exactly as the uninterrupted one).
+- Compaction (masks under several processes): once pruning is done, the loop is stopped after that step and
+  `HomoDistilTrainer.train` makes the student physically smaller on every rank, then trains on (`compaction.py`).
 - Depth, in `on_pre_optimizer_step` before the widths: layer scores update in the importance window; at the start of
   the window the layers to remove are chosen (all at once) and start fading; when the factor reaches 0 (the end of
   the window) they are removed (physically, their optimizer state dropped) or stay the identity (masks).
@@ -50,6 +52,8 @@ class PruningCallback(TrainerCallback):
         if optimizer is not None and pruner.physical:
             pruner.listeners = [optimizer_slicer(optimizer)]
             pruner.drop_listeners = [optimizer_dropper(optimizer)]
+        if pruner.done and pruner.compact_when_done and not pruner.physical:
+            self.request_compaction(control)  # resumed from a masked checkpoint taken once pruning was done
         if end > state.max_steps:
             logger.warning("pruning ends at step %d, after the last step (%d): the target will not be reached; "
                            "lower --prune_end or raise --max_steps", end, state.max_steps)
@@ -76,6 +80,16 @@ class PruningCallback(TrainerCallback):
             logger.info("step %d: pruned to %s (sparsity %.3f)", step, pruner.state.shape, pruner.sparsity())
             if pruner.done:
                 pruner.importance.close()  # free the score buffers: nothing more to prune
+        if pruner.done and pruner.compact_when_done and not pruner.physical:
+            self.request_compaction(control)
+
+    def request_compaction(self, control) -> None:
+        """Masks under several processes, pruning done: stop the Trainer's loop after this step, so that
+        `HomoDistilTrainer.train` compacts the student on every rank and trains on (`compaction.py`)."""
+        if not self.pruner.compaction_due:
+            logger.info("pruning done: the student is compacted after this step, then training goes on")
+        self.pruner.compaction_due = True
+        control.should_training_stop = True
 
     def depth_step(self, step: int) -> None:
         """Choose the layers to remove at the start of the window; remove them once their factor is 0."""

@@ -14,6 +14,7 @@ teacher layer, so scores and statistics stay in teacher coordinates when layers 
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "pruning_state.json"
 IMPORTANCE_FILE = "pruning_importance.safetensors"
 DEPTH_FILE = "pruning_depth.safetensors"
+LAYOUT_FILE = "pruning_layout.json"  # {"physical": bool}: whether the checkpoint's weights are sliced or masked
 
 
 def check_checkpoint(folder: str | Path, target: Shape | None = None, teacher: Shape | None = None,
@@ -86,6 +88,13 @@ def check_checkpoint(folder: str | Path, target: Shape | None = None, teacher: S
     return state
 
 
+def checkpoint_is_physical(folder: str | Path) -> bool | None:
+    """Whether a checkpoint's weights are sliced to its pruning state (True) or full-size and masked (False); None
+    for checkpoints written before the layout was recorded."""
+    path = Path(folder) / LAYOUT_FILE
+    return bool(json.loads(path.read_text())["physical"]) if path.is_file() else None
+
+
 def _top(index: torch.Tensor) -> int:
     """The largest index of a kept list (-1 when empty)."""
     return int(index.max()) if len(index) else -1
@@ -123,6 +132,8 @@ class Pruner:
         self.masker = None if physical else Masker(model, self.adapter)
         self.listeners: list[SliceListener] = []
         self.drop_listeners: list = []  # called with the parameters of removed layers (the optimizer's dropper)
+        self.compact_when_done = False  # masks mode under several processes: compact once pruning is done
+        self.compaction_due = False  # set by the callback: the Trainer's loop stops so that the student is compacted
         self.target_layers = self.num_layers if target_layers is None else target_layers
         self.fader = None
         if self.target_layers < self.num_layers:
@@ -231,18 +242,7 @@ class Pruner:
     def apply(self, new: PruningState) -> None:
         """Make the model hold exactly `new`'s structures."""
         if self.physical:
-            selection = selection_between(self.state, new)
-            removed = []
-            if selection.depth is not None:
-                layers = self.adapter.layer_list(self.model)
-                keep = set(selection.depth.tolist())
-                removed = [p for i, m in enumerate(layers) if i not in keep for p in m.parameters()]
-            prune_model(self.model, selection, listeners=[self.importance.on_slice, *self.listeners],
-                        adapter=self.adapter)
-            for listener in self.drop_listeners:
-                listener(removed)
-            self.state = new
-            self.groups = build_groups(self.model, self.adapter, self.state.kept_layers)
+            self._cut(new, [self.importance.on_slice, *self.listeners])
             self.importance.attach(self.model, self.groups, self._coords())
             if self.fader is not None:
                 self.fader.install(self.state.kept_layers)
@@ -252,6 +252,45 @@ class Pruner:
             self.importance.set_masks(self._axis_masks())  # pruned weights leave running statistics
             if self.fader is not None:  # after the masks: a faded post-norm mixes the masked norm's output
                 self.fader.install(list(range(self.num_layers)))
+
+    def _cut(self, new: PruningState, listeners: list[SliceListener]) -> None:
+        """Slice the (physical) model from `self.state` to `new`; removed layers' parameters go to the drop
+        listeners."""
+        selection = selection_between(self.state, new)
+        removed = []
+        if selection.depth is not None:
+            layers = self.adapter.layer_list(self.model)
+            keep = set(selection.depth.tolist())
+            removed = [p for i, m in enumerate(layers) if i not in keep for p in m.parameters()]
+        prune_model(self.model, selection, listeners=listeners, adapter=self.adapter)
+        for listener in self.drop_listeners:
+            listener(removed)
+        self.state = new
+        self.groups = build_groups(self.model, self.adapter, self.state.kept_layers)
+
+    def compact(self, model: nn.Module | None = None) -> None:
+        """Masks -> physical, once pruning is done: slice the masked student (or `model`, a plain full copy of it,
+        e.g. gathered from FSDP2 shards, which the pruner binds to) to the state's structures, removed layers
+        included, and drop the masks; the pruner is physical from then on. Exact: the masks compute what surgery
+        computes. `listeners` / `drop_listeners` follow every slice and the removed layers' parameters (the
+        optimizer's state). Every rank calls it alike (the state is the same on all of them)."""
+        if self.physical:
+            return
+        if not self.done:
+            raise RuntimeError("compact() runs once pruning is done")
+        self.masker.remove()
+        if self.fader is not None:
+            self.fader.remove()
+        if model is not None:
+            self.model = model
+            if self.fader is not None:
+                self.fader.model = model
+        state, self.state = self.state, PruningState.full(self.initial, self.num_layers)
+        self.physical, self.masker = True, None
+        self._cut(state, list(self.listeners))  # the importance is closed: pruning is over
+        if self.fader is not None:
+            self.fader.install(self.state.kept_layers)
+            self.set_alpha(0.0)
 
     def _coords(self) -> dict[str, tuple[torch.Tensor, int]]:
         """Per group: the teacher's flat index of each current structure (physically pruned model), and the
@@ -381,6 +420,7 @@ class Pruner:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.state.save(folder / STATE_FILE)
+        (folder / LAYOUT_FILE).write_text(json.dumps({"physical": self.physical}))
         names = {}
         for name, p in self.model.named_parameters(remove_duplicate=True):
             names.setdefault(p, name)

@@ -1,0 +1,215 @@
+"""Compaction under several processes: the student trains masked during the pruning window (a DDP- or
+FSDP2-wrapped model's parameters cannot change shape), then becomes physically smaller on every rank for the rest
+of the run, so that a multi-process run gets cheaper as it prunes, as a single process does.
+
+How (issue 21's "checkpoint and continue", kept in memory). Once pruning is done, `PruningCallback` stops the
+Trainer's loop after that step; `HomoDistilTrainer.train` then, on every rank alike:
+1. takes the optimizer state by parameter name (`get_optimizer_state_dict`, full tensors; FSDP2: gathered);
+2. takes the student as a plain module (FSDP2: a full copy gathered from the shards; DDP: the module itself) and
+   slices it to the pruning state (`Pruner.compact`), the optimizer state following every slice, and the removed
+   layers' entries dropped;
+3. writes a hand-off folder (`.homodistil-compaction` in --output_dir: the Trainer's state and each rank's RNG) and
+   trains on from it with the compact student: the Trainer wraps it afresh (a new DDP reducer, or a new FSDP2
+   sharding), builds a new optimizer and scheduler and loads their states, skips the batches already seen and
+   restores the RNG, as on any resume. The folder is removed when training ends.
+The run's callbacks see one training (the first loop's `on_train_end` and the second loop's `on_train_begin` reach
+the pruning callback only) and the returned metrics cover both loops.
+
+Memory: during the switch every rank holds a full copy of the student and of its optimizer state (FSDP2).
+Checkpoints written after compaction hold the compact student (`pruning_layout.json`: physical); resuming from one
+compacts the fresh copy of the teacher before the weights load.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+from transformers.trainer_utils import TrainOutput
+
+from .distributed import compacts_after_pruning
+from .errors import UserError
+from .pruning.callback import PruningCallback
+from .pruning.pruner import check_checkpoint, checkpoint_is_physical
+from .pruning.sharding import any_sharded, full_copy
+
+HANDOFF = ".homodistil-compaction"
+TRAINER_STATE = "trainer_state.json"
+
+
+def optimizer_state_followers(optim_state: dict, model: torch.nn.Module):
+    """Listeners that keep an optimizer state dict keyed by parameter name (`get_optimizer_state_dict`'s format:
+    {"state": {name: {key: tensor}}, "param_groups": [{"params": [name, ...], ...}]}) in step with surgery on
+    `model`: (on each slice of a parameter, cut its state tensors of the old shape the same way; on removed layers,
+    drop their parameters' entries; once the surgery is over, `rename()` re-keys the entries by the parameters' new
+    names: a removed layer shifts the names of the layers after it)."""
+    names: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(name)
+    state = optim_state["state"]
+
+    def on_slice(param, dim: int, index: torch.Tensor, old_shape: torch.Size) -> None:
+        for name in names.get(id(param), ()):
+            entry = state.get(name, {})
+            for key, value in entry.items():
+                if torch.is_tensor(value) and value.shape == old_shape:
+                    entry[key] = value.index_select(dim, index.to(value.device)).contiguous()
+
+    def on_drop(params) -> None:
+        gone = {name for p in params for name in names.get(id(p), ())}
+        for name in gone:
+            state.pop(name, None)
+        for group in optim_state["param_groups"]:
+            group["params"] = [name for name in group["params"] if name not in gone]
+
+    def rename() -> None:
+        now: dict[int, list[str]] = {}
+        for name, p in model.named_parameters(remove_duplicate=False):
+            now.setdefault(id(p), []).append(name)
+        new = {old: now[pid][i] for pid, olds in names.items() if pid in now for i, old in enumerate(olds)}
+        optim_state["state"] = {new[k]: v for k, v in state.items()}
+        for group in optim_state["param_groups"]:
+            group["params"] = [new[name] for name in group["params"]]
+
+    return on_slice, on_drop, rename
+
+
+class CompactionMixin:
+    """`train()` in two loops around the compaction (see the module docstring). Reads the trainer's `pruner`."""
+
+    _handoff: dict | None = None
+    _carry: dict = {}
+    _continuing = False
+    _pruner_loaded_from: str | None = None
+
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        pruner = self.pruner
+        if pruner is not None:
+            pruner.compact_when_done = compacts_after_pruning(self.args, self.is_fsdp_enabled)
+        if pruner is None or not pruner.compact_when_done or pruner.physical:
+            return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
+        if resume_from_checkpoint is True:
+            from transformers.trainer_utils import get_last_checkpoint
+
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+        if resume_from_checkpoint:
+            self._compact_for_resume(str(resume_from_checkpoint))
+        handler = self.callback_handler
+        begin, end = handler.on_train_begin, handler.on_train_end
+
+        def on_train_begin(args, state, control, **kw):
+            if not self._continuing:
+                return begin(args, state, control, **kw)
+            everyone, handler.callbacks = handler.callbacks, [c for c in handler.callbacks
+                                                              if isinstance(c, PruningCallback)]
+            for name, value in self._carry.items():  # the loop's logging state, as if it had not stopped
+                setattr(self, name, value)
+            try:
+                return begin(args, state, control, **kw)
+            finally:
+                handler.callbacks = everyone
+
+        def on_train_end(args, state, control, **kw):
+            return control if pruner.compaction_due else end(args, state, control, **kw)
+
+        handler.on_train_begin, handler.on_train_end = on_train_begin, on_train_end
+        try:
+            output = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
+            if pruner.compaction_due and self.state.global_step < self.state.max_steps:
+                handoff, first = self._compact_student(output)
+                output = self._merge_outputs(first, super().train(handoff, trial, ignore_keys_for_eval, **kwargs))
+                self.accelerator.wait_for_everyone()
+                if self.args.should_save:
+                    shutil.rmtree(handoff, ignore_errors=True)
+            pruner.compaction_due = False
+        finally:
+            handler.on_train_begin, handler.on_train_end = begin, end
+            self._continuing = False
+        return output
+
+    def _compact_student(self, output: TrainOutput) -> tuple[str, dict]:
+        """Slice the student and its optimizer state on every rank and write the hand-off; returns (its folder, the
+        first loop's summary metrics)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        args, pruner = self.args, self.pruner
+        model = self.accelerator.unwrap_model(self.model)
+        inner = getattr(self.optimizer, "optimizer", self.optimizer)
+        optim_state = get_optimizer_state_dict(model, inner, options=StateDictOptions(full_state_dict=True))
+        plain = full_copy(model).to(args.device).train() if any_sharded(model) else model
+        on_slice, on_drop, rename = optimizer_state_followers(optim_state, plain)
+        pruner.listeners, pruner.drop_listeners = [on_slice], [on_drop]
+        pruner.compact(plain)
+        pruner.listeners, pruner.drop_listeners = [], []
+        rename()
+        self._handoff = {"optimizer": optim_state, "scheduler": self.lr_scheduler.state_dict()}
+
+        # The first loop's closing summary is not the run's: keep it for the merged one. Its logging state (the
+        # loss summed since the last log, ...) carries over to the second loop (`on_train_begin` above).
+        history = self.state.log_history
+        first = history.pop() if history and "train_runtime" in history[-1] else dict(output.metrics)
+        pending = self._tr_loss.detach().clone()
+        self._carry = {"_tr_loss": pending, "_total_loss_scalar": self._total_loss_scalar - pending.item(),
+                       "_globalstep_last_logged": self._globalstep_last_logged,
+                       "_initial_global_step": self._initial_global_step}
+        folder = Path(args.output_dir) / HANDOFF
+        if args.should_save:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.state.save_to_json(str(folder / TRAINER_STATE))
+        self.accelerator.wait_for_everyone()
+        self._save_rng_state(str(folder))
+        self.accelerator.wait_for_everyone()
+        # The compact student in place of the old one: the Trainer wraps it, builds its optimizer and scheduler.
+        self.model = self.model_wrapped = plain
+        self.optimizer = self.lr_scheduler = None
+        self._continuing = True
+        pruner.compaction_due = False
+        return str(folder), first
+
+    def _merge_outputs(self, first: dict, second: TrainOutput) -> TrainOutput:
+        """The run's summary: the second loop counted every step and the loss over them (its logging state carried
+        over), but its time is its own; add the first loop's."""
+        metrics = dict(second.metrics)
+        own = metrics.get("train_runtime", 0.0)
+        runtime = own + first.get("train_runtime", 0.0)
+        for key in ("train_samples_per_second", "train_steps_per_second"):
+            if key in metrics and runtime:
+                metrics[key] = round(metrics[key] * own / runtime, 3)
+        metrics["train_runtime"] = round(runtime, 4)
+        history = self.state.log_history
+        if history and "train_runtime" in history[-1]:
+            history[-1].update(metrics)
+        return TrainOutput(second.global_step, second.training_loss, metrics)
+
+    def _compact_for_resume(self, checkpoint: str) -> None:
+        """A checkpoint written after compaction holds the compact student: bring the fresh copy of the teacher to its
+        state and compact it before anything wraps it, so that its weights load."""
+        pruner = self.pruner
+        if not checkpoint_is_physical(checkpoint):
+            return
+        check_checkpoint(checkpoint, pruner.target, pruner.initial, pruner.num_layers, pruner.target_layers)
+        pruner.load(checkpoint)
+        if not pruner.done:
+            raise UserError(f"--resume_from_checkpoint {checkpoint} holds a compact student that has not reached the "
+                            "targets of this run; resume with the targets of the run that wrote it")
+        pruner.compact()
+        self._pruner_loaded_from = checkpoint
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        if self._continuing and Path(resume_from_checkpoint).name == HANDOFF:
+            return  # the compact student holds the weights already
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        if not (self._continuing and checkpoint is not None and Path(checkpoint).name == HANDOFF):
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        model = self.accelerator.unwrap_model(self.model)
+        inner = getattr(self.optimizer, "optimizer", self.optimizer)
+        # strict=False: a parameter that never had a gradient (e.g. a pooler no loss reads) had no state either.
+        set_optimizer_state_dict(model, inner, self._handoff["optimizer"],
+                                 options=StateDictOptions(full_state_dict=True, strict=False))
+        self.lr_scheduler.load_state_dict(self._handoff["scheduler"])
+        self._handoff = None
