@@ -260,7 +260,8 @@ class HomoDistilConfig(TrainingArguments):
     target_params: str | None = field(
         default=None,
         metadata={"help": "Alternative to the three widths: a backbone parameter count such as '17.3M'. A valid shape "
-                  "is chosen by shrinking all widths by one factor, keeping the teacher's head size and FFN ratio."},
+                  "is chosen by shrinking all widths by one factor, keeping the teacher's head size and FFN ratio; "
+                  "with --target_num_hidden_layers, at that depth (depth is never traded for width automatically)."},
     )
 
     # --- importance and schedule -----------------------------------------------------------------------------------
@@ -394,10 +395,7 @@ class HomoDistilConfig(TrainingArguments):
         if self.target_params is not None:
             if parse_param_count(self.target_params) <= 0:
                 raise UserError(f"--target_params must be positive (got {self.target_params})")
-            if self.target_num_hidden_layers is not None:
-                raise UserError("--target_params with --target_num_hidden_layers is not supported yet (the parameter "
-                                "search does not trade depth for width): give the widths instead of --target_params")
-            if any(getattr(self, n) is not None for n in TARGET_FIELDS):
+            if any(getattr(self, n) is not None for n in TARGET_FIELDS if n != "target_num_hidden_layers"):
                 raise UserError("--target_params picks the widths itself: drop --target_hidden_size / "
                                 "--target_num_attention_heads / --target_intermediate_size / "
                                 "--target_num_key_value_heads / --target_head_dim, or drop --target_params")

@@ -28,8 +28,9 @@ from hypothesis import strategies as st
 from toy_family import ToyConfig
 
 from homodistil_hf import Shape
-from homodistil_hf.arch import shape_of
+from homodistil_hf.arch import get_adapter, shape_of
 from homodistil_hf.export import check_stock, export_model
+from homodistil_hf.pruning.depth import LayerFader
 from homodistil_hf.pruning.masking import Masker
 from homodistil_hf.pruning.state import LayerKeep, PruningState, selection_between
 from homodistil_hf.pruning.surgery import prune_model
@@ -213,14 +214,24 @@ def check_case(fam: Family, head: str, config, target: Shape, seed: int) -> None
     torch.manual_seed(seed % 1000)
     model = cls.from_config(config).eval()
     teacher, layers = shape_of(config), config.num_hidden_layers
-    state = random_state(teacher, target, layers, torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(seed)
+    state = random_state(teacher, target, layers, g)
+    adapter = get_adapter(model)
+    if layers > 1 and adapter.check_depth(config) is None:  # depth too: a random set of layers kept (or all)
+        kept = sorted(torch.randperm(layers, generator=g)[:int(torch.randint(1, layers + 1, (1,), generator=g))])
+        state = state.with_depth([int(i) for i in kept], [])
     inputs = _inputs(config.vocab_size, seed, left_padding=fam.decoder)
     valid = inputs["attention_mask"].bool()
 
-    # Physical surgery (training form: the teacher's attention scale) computes what the masks compute.
+    # Physical surgery (training form: the teacher's attention scale) computes what the masks compute; masked, a
+    # removed layer is the identity (its residual branches faded to 0), physically it is gone.
     physical = copy.deepcopy(model)
     prune_model(physical, selection_between(PruningState.full(teacher, layers), state))
     Masker(model).apply(state)
+    if state.depth is not None:
+        fader = LayerFader(model, adapter, layers, "last")
+        fader.install(list(range(layers)))
+        fader.alpha = {t: 0.0 for t in range(layers) if t not in state.kept_layers}
     masked = _outputs(model, inputs, state.hidden if head == "base" else None)
     assert _gap(masked, _outputs(physical, inputs), valid) <= 1e-5
 
@@ -234,7 +245,7 @@ def check_case(fam: Family, head: str, config, target: Shape, seed: int) -> None
         loaded.eval()
         assert _gap(masked, _outputs(loaded, inputs), valid) <= 1e-5
         assert shape_of(loaded.config) == target
-        assert loaded.config.num_hidden_layers == layers
+        assert loaded.config.num_hidden_layers == len(state.kept_layers)
         if getattr(config, "embedding_size", None) not in (None, config.hidden_size):
             assert loaded.config.embedding_size == config.embedding_size
         # (AutoModel: the backbone as count_backbone_params defines it, pooler included where the family has one.)

@@ -219,9 +219,28 @@ def test_random_student_with_one_layer_saves(tmp_path):
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "s").config.num_hidden_layers == 1
 
 
+def test_target_params_searches_the_widths_at_the_target_depth():
+    """--target_params with --target_num_hidden_layers: the widths are searched at that depth, so the student is the
+    closest valid shape to the count with that many layers (more width than at the teacher's depth)."""
+    from homodistil_hf.pruning.targets import config_for_shape, count_backbone_params, resolve_target
+
+    teacher = tiny_model("bert", "base", num_hidden_layers=4).config
+    full = count_backbone_params(teacher)
+    goal = full // 2
+    deep = resolve_target(teacher, HomoDistilConfig(output_dir="/tmp/x", target_params=str(goal)))
+    shallow = resolve_target(teacher, HomoDistilConfig(output_dir="/tmp/x", target_params=str(goal),
+                                                       target_num_hidden_layers=2))
+    assert shallow.hidden > deep.hidden  # half the layers: wider layers for the same count
+    counts = []
+    for shape in (shallow, deep):
+        config = config_for_shape(teacher, shape)
+        get_adapter(config).set_depth(config, [0, 1])
+        counts.append(count_backbone_params(config))
+    # At 2 layers the searched shape is nearer the count than the full-depth search's shape, which falls short.
+    assert abs(counts[0] - goal) < abs(counts[1] - goal) and counts[1] < counts[0]
+
+
 def test_depth_flags_are_checked():
-    with pytest.raises(UserError, match="--target_params with --target_num_hidden_layers"):
-        HomoDistilConfig(output_dir="/tmp/x", target_params="1M", target_num_hidden_layers=1)
     with pytest.raises(UserError, match="--layer_map"):
         HomoDistilConfig(output_dir="/tmp/x", layer_map="0:1", target_num_hidden_layers=1)
     with pytest.raises(UserError, match="--layer_importance"):

@@ -183,6 +183,8 @@ class ArchAdapter:
 
     def check_depth(self, config) -> str | None:
         """Why this configuration cannot lose layers (a message), or None."""
+        if type(self).layer_list is ArchAdapter.layer_list:
+            return f"the {type(self).__name__} adapter does not implement layer_list, which depth pruning needs"
         return None
 
     def set_depth(self, config, kept: list[int]) -> None:

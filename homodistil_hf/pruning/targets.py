@@ -166,18 +166,24 @@ def count_backbone_params(config) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def shape_for_params(teacher_config, target: int) -> Shape:
-    """The valid shape whose backbone parameter count is closest to `target`.
+def shape_for_params(teacher_config, target: int, layers: int | None = None) -> Shape:
+    """The valid shape whose backbone parameter count is closest to `target`, at `layers` layers (default: the
+    teacher's depth).
 
     Our choice (the paper gives its shapes only as parameter counts): shrink every width by one factor. Hidden sizes
     step by 16 (hardware-friendly, fine enough to tell the paper's 17.3M / 15.6M / 14.1M apart), the FFN keeps the
     teacher's FFN / hidden ratio, and the head count is the smallest valid one for families without `head_dim` (so
     the head size stays as close to the teacher's as the stock config allows), or the teacher's head count scaled by
-    the same factor for families with one. Raises if the teacher is below `target`.
+    the same factor for families with one. Depth is never traded for width here: with `--target_num_hidden_layers`
+    the widths are searched at that depth (which of the two keeps more quality at one parameter count is measured
+    in the README, not assumed). Raises if the teacher is below `target`.
     """
     teacher = shape_of(teacher_config)
     adapter = get_adapter(teacher_config)
     full = count_backbone_params(teacher_config)
+    if layers is not None and layers < teacher_config.num_hidden_layers:
+        teacher_config = copy.deepcopy(teacher_config)
+        adapter.set_depth(teacher_config, list(range(layers)))
     if target > full:
         raise UserError(f"--target_params {target:,} is more than the teacher's {full:,} backbone parameters")
     best: tuple[int, Shape] | None = None
@@ -216,8 +222,12 @@ def resolve_target(teacher_config, args: HomoDistilConfig) -> Shape | None:
         return None
     check_depth_target(teacher_config, getattr(args, "target_num_hidden_layers", None))
     if args.target_params is not None:
-        shape = shape_for_params(teacher_config, parse_param_count(args.target_params))
-        kept, full = count_backbone_params(config_for_shape(teacher_config, shape)), count_backbone_params(teacher_config)
+        layers = getattr(args, "target_num_hidden_layers", None)
+        shape = shape_for_params(teacher_config, parse_param_count(args.target_params), layers)
+        student = config_for_shape(teacher_config, shape)
+        if layers is not None:
+            get_adapter(student).set_depth(student, list(range(layers)))
+        kept, full = count_backbone_params(student), count_backbone_params(teacher_config)
         if kept < SMALL_TARGET_SHARE * full:
             logger.warning("--target_params %s keeps %s of the teacher's %s backbone parameters (%.1f%%, under %d%%): "
                            "the student will be %s; check the value", args.target_params, f"{kept:,}", f"{full:,}",
