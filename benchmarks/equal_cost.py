@@ -1,0 +1,164 @@
+"""Training cost of a run, counted (issue 20: the claim at equal cost): the FLOPs of every optimizer step from the
+student's widths at that step (the pruning schedule replayed with the library's own `WidthSchedule`), and the number
+of steps a one-shot baseline needs to spend what HomoDistil spends.
+
+Per token, one step costs 3 x the student's forward (forward + backward) + 1 x the teacher's forward; a forward is
+2 x the parameters of every matrix multiply (the embeddings are lookups, not counted) + 4 x layers x sequence length
+x attention width (the two attention products). The importance statistics, the losses and the optimizer are left out
+(small next to the matrix multiplies; the measured wall times beside the counts include them).
+
+    python benchmarks/equal_cost.py                   # the MiniLM sweep's levels, 150 steps: FLOPs and equal steps
+    python benchmarks/equal_cost.py --wall --out benchmarks/equal_cost.json   # and the measured training time
+
+`--wall` also times the methods' runs (the sweep's commands without evaluation, seed 42) in lock-step in one process
+(`lockstep.py`: one optimizer step of each in turn, so all see the same machine load): each run's training time is
+the sum of its own steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+# How each method's student changes width over a run (the sweep's methods: benchmarks/sweep.py).
+SCHEDULES = {"homodistil": ("cubic", 0.0, None), "oneshot_sensitivity": ("oneshot", 0.1, None),
+             "oneshot_activation": ("oneshot", 0.1, None), "truncate": ("truncate", 0.0, None)}
+
+
+def forward_flops_per_token(teacher_config, shape, seq: int) -> float:
+    """2 x the weights of every matrix multiply (nn.Linear) + 4 x layers x seq x attention width, for the teacher cut
+    to `shape` (built on the meta device and sliced by the library's surgery, so that the widths in the middle of a
+    schedule, which a stock config may refuse, count too)."""
+    import torch
+    from torch import nn
+    from transformers import AutoModel
+
+    from homodistil_hf.arch import shape_of
+    from homodistil_hf.pruning.state import PruningState, selection_between
+    from homodistil_hf.pruning.surgery import prune_model
+    from homodistil_hf.testing import random_pruning_state
+
+    with torch.device("meta"):
+        model = AutoModel.from_config(copy.deepcopy(teacher_config))  # (surgery writes the widths into its config)
+    full, layers = shape_of(teacher_config), teacher_config.num_hidden_layers
+    if shape != full:
+        state = random_pruning_state(full, layers, torch.Generator().manual_seed(0), target=shape)
+        prune_model(model, selection_between(PruningState.full(full, layers), state))
+    matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+    return 2.0 * matmul + 4.0 * layers * seq * shape.heads * shape.head_dim
+
+
+def run_flops(teacher_config, target, method: str, steps: int, tokens: int, seq: int,
+              prune_end: float | None = None, every: int = 10) -> float:
+    """Training FLOPs of a whole run of `method` (see SCHEDULES) to `target` (a Shape) in `steps` steps."""
+    from homodistil_hf.arch import shape_of
+    from homodistil_hf.config import default_prune_end, resolve_step
+    from homodistil_hf.pruning.schedule import WidthSchedule
+
+    kind, start, _ = SCHEDULES[method]
+    initial = shape_of(teacher_config)
+    cache: dict = {}
+
+    def student(shape) -> float:
+        if shape not in cache:
+            cache[shape] = forward_flops_per_token(teacher_config, shape, seq)
+        return cache[shape]
+
+    teacher = student(initial)
+    if kind == "truncate":  # the small student from the first step
+        return steps * tokens * (3 * student(target) + teacher)
+    end = resolve_step(default_prune_end(False) if prune_end is None else prune_end, steps)
+    first = resolve_step(start, steps)
+    schedule = WidthSchedule(initial, target, first, max(end, first), every, kind)
+    widths, total = initial, 0.0
+    for step in range(steps):
+        if schedule.is_pruning_step(step):  # the Trainer prunes before the step's update: this step is the new size
+            widths = schedule.widths_at(step)
+        total += tokens * (3 * student(widths) + teacher)
+    return total
+
+
+def equal_steps(teacher_config, target, method: str, budget: float, tokens: int, seq: int) -> int:
+    """The fewest steps of `method` whose FLOPs reach `budget`."""
+    steps = 1
+    while run_flops(teacher_config, target, method, steps, tokens, seq) < budget:
+        steps += 1
+    return steps
+
+
+def measure_wall(a, target: list[int], work: Path) -> dict:
+    """Training seconds of each method's run (SCHEDULES, the sweep's flags: benchmarks/sweep.py METHODS), timed in
+    lock-step, and each over HomoDistil's."""
+    from benchmarks.lockstep import Lockstep, distill_in_thread
+    from benchmarks.sweep import METHODS
+
+    work.mkdir(parents=True, exist_ok=True)
+    train = a.train_file
+    if train is None:
+        from homodistil_hf.testing import shared_data_dir
+
+        train = work / "train.txt"
+        with open(shared_data_dir() / "corpus" / "brown.txt") as f:
+            train.write_text("".join(line for _, line in zip(range(6000), f)))
+    argvs = {m: ["--teacher_name_or_path", a.teacher, "--train_file", str(train), "--output_dir", str(work / m),
+                 "--overwrite_output_dir", "--max_steps", str(a.steps), "--per_device_train_batch_size",
+                 str(a.batch), "--max_seq_length", str(a.seq), "--learning_rate", "2e-4", "--seed", "42",
+                 "--target_hidden_size", str(target[0]), "--target_num_attention_heads", str(target[1]),
+                 "--target_intermediate_size", str(target[2]), "--report_to", "none", "--use_cpu",
+                 "--save_strategy", "no", "--disable_tqdm", "true", *METHODS[m]] for m in SCHEDULES}
+    ls = Lockstep(list(argvs))
+    ls.run({m: distill_in_thread(ls, m, argv) for m, argv in argvs.items()})
+    if ls.errors:
+        raise RuntimeError("\n".join(ls.errors.values()))
+    seconds = {m: sum(x.seconds for x in ls.steps(m)) for m in argvs}
+    return {"train_s": seconds, "ratio_to_homodistil": {m: v / seconds["homodistil"] for m, v in seconds.items()}}
+
+
+def main(argv=None) -> dict:
+    from transformers import AutoConfig
+
+    from homodistil_hf.pruning.targets import check_target
+    from homodistil_hf.testing import minilm_path
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", default=str(minilm_path(required=False) or ""))
+    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seq", type=int, default=64)
+    p.add_argument("--levels", default="38%=192,6,768;22%=128,4,512;11%=64,2,256")
+    p.add_argument("--out", default=None, help="write the table as JSON here")
+    p.add_argument("--wall", action="store_true", help="also time the runs in lock-step (see above)")
+    p.add_argument("--train_file", default=None, help="--wall: the corpus (default: the sweep's, 6,000 lines)")
+    p.add_argument("--work_dir", default=str(HERE / "_work" / "equal_cost"))
+    a = p.parse_args(argv)
+    config = AutoConfig.from_pretrained(a.teacher)
+    tokens = a.batch * a.seq
+    out = {"steps": a.steps, "tokens_per_step": tokens, "definition": __doc__.split("\n\n")[1].replace("\n", " "),
+           "levels": {}}
+    for item in a.levels.split(";"):
+        name, _, dims = item.partition("=")
+        hidden, heads, ffn = (int(x) for x in dims.split(","))
+        target = check_target(config, hidden, heads, ffn)
+        flops = {m: run_flops(config, target, m, a.steps, tokens, a.seq) for m in SCHEDULES}
+        budget = flops["homodistil"]
+        out["levels"][name] = {
+            "target": [hidden, heads, ffn], "flops": flops,
+            "ratio_to_homodistil": {m: f / budget for m, f in flops.items()},
+            "equal_cost_steps": {m: equal_steps(config, target, m, budget, tokens, a.seq)
+                                 for m in SCHEDULES if m != "homodistil"}}
+        if a.wall:
+            out["levels"][name]["wall"] = measure_wall(a, [hidden, heads, ffn], Path(a.work_dir) / name)
+        print(json.dumps({name: {k: v for k, v in out["levels"][name].items() if k != "flops"}}), flush=True)
+    if a.out:
+        Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    main()
