@@ -3,6 +3,7 @@ removal by the same layer score vs removing the last layers, each then distilled
 16 x 64 tokens of the first 6,000 lines of brown.txt; STS-B dev zero-shot Spearman of the export.
 
     python benchmarks/depth.py homotopic_gate oneshot_gate oneshot_last [--seed 42]
+    python benchmarks/depth.py --latency      # batch-1 latency of the seed-42 exports beside the teacher's
 
 Appends one JSON line per run to benchmarks/depth_results.jsonl (variant, seed, Spearman, kept teacher layers, wall
 seconds, the run_distill flags).
@@ -23,18 +24,25 @@ from homodistil_hf.cli.run_distill import main as run_distill  # noqa: E402
 from homodistil_hf.metrics.sentence_similarity import read_stsb, sts_spearman  # noqa: E402
 from homodistil_hf.testing import minilm_path, shared_data_dir  # noqa: E402
 
+DEPTH = ["--target_num_hidden_layers", "3"]
+# The 3-layer student's backbone parameter count (17,389,824 of the teacher's 22,713,216): the width-only student of
+# the same count answers "depth or width at the same parameter count".
+PARAMS_OF_3_LAYERS = "17389824"
 VARIANTS = {
-    "homotopic_gate": ["--layer_importance", "gate"],
-    "homotopic_cosine": ["--layer_importance", "cosine"],
-    "oneshot_gate": ["--layer_importance", "gate", "--pruning_schedule", "oneshot"],
-    "oneshot_cosine": ["--layer_importance", "cosine", "--pruning_schedule", "oneshot"],
-    "oneshot_last": ["--layer_importance", "last", "--pruning_schedule", "oneshot"],
+    "homotopic_gate": [*DEPTH, "--layer_importance", "gate"],
+    "homotopic_cosine": [*DEPTH, "--layer_importance", "cosine"],
+    "oneshot_gate": [*DEPTH, "--layer_importance", "gate", "--pruning_schedule", "oneshot"],
+    "oneshot_cosine": [*DEPTH, "--layer_importance", "cosine", "--pruning_schedule", "oneshot"],
+    "oneshot_last": [*DEPTH, "--layer_importance", "last", "--pruning_schedule", "oneshot"],
+    "width_equal": ["--target_params", PARAMS_OF_3_LAYERS],  # all 6 layers, every width shrunk by one factor
 }
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("variants", nargs="+", choices=list(VARIANTS))
+    p.add_argument("variants", nargs="*", choices=list(VARIANTS))
+    p.add_argument("--latency", action="store_true", help="time the seed-42 exports of homotopic_cosine and "
+                   "width_equal and the teacher at batch 1 (interleaved); writes benchmarks/depth_latency.json")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--work_dir", default=str(ROOT / "benchmarks" / "_work" / "depth"))
     a = p.parse_args(argv)
@@ -46,11 +54,13 @@ def main(argv=None) -> None:
         with open(data / "corpus" / "brown.txt") as f:
             corpus.write_text("".join(line for _, line in zip(range(6000), f)))
     s1, s2, gold = read_stsb(data / "glue" / "STS-B" / "dev.tsv")
+    if a.latency:
+        return latency(work, s1)
     for name in a.variants:
         out = work / f"{name}-s{a.seed}"
         flags = ["--teacher_name_or_path", str(minilm_path()), "--train_file", str(corpus), "--output_dir", str(out),
                  "--max_steps", "150", "--per_device_train_batch_size", "16", "--max_seq_length", "64",
-                 "--learning_rate", "2e-4", "--target_num_hidden_layers", "3", "--prune_start", "10",
+                 "--learning_rate", "2e-4", "--prune_start", "10",
                  "--prune_every", "10", "--report_to", "none", "--use_cpu", "--save_strategy", "no",
                  "--disable_tqdm", "true", "--seed", str(a.seed), "--overwrite_output_dir", *VARIANTS[name]]
         start = time.time()
@@ -64,6 +74,38 @@ def main(argv=None) -> None:
         print(json.dumps(line), flush=True)
         with open(ROOT / "benchmarks" / "depth_results.jsonl", "a") as f:
             f.write(json.dumps(line) + "\n")
+
+
+def latency(work: Path, sentences: list[str], n: int = 200, rounds: int = 5) -> dict:
+    """Median seconds per sentence at batch 1 (the first `n` STS-B sentences, one forward each, models interleaved
+    sentence by sentence so that all see the same load), best round of `rounds`."""
+    import statistics
+
+    import torch
+
+    models = {"teacher (6 x 384)": minilm_path(), "depth: 3 layers (homotopic_cosine)": work / "homotopic_cosine-s42",
+              "width: 6 layers, same parameters (width_equal)": work / "width_equal-s42"}
+    loaded = {k: (AutoModel.from_pretrained(v).eval(), AutoTokenizer.from_pretrained(v)) for k, v in models.items()}
+    best = {k: float("inf") for k in models}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            times = {k: [] for k in models}
+            for sentence in sentences[:n]:
+                for k, (model, tok) in loaded.items():
+                    batch = tok(sentence, return_tensors="pt")
+                    start = time.perf_counter()
+                    model(**batch)
+                    times[k].append(time.perf_counter() - start)
+            for k, v in times.items():
+                best[k] = min(best[k], statistics.median(v))
+    out = {"threads": torch.get_num_threads(), "sentences": n, "rounds": rounds,
+           "median_s_per_sentence": best,
+           "params": {k: sum(p.numel() for p in m.parameters()) for k, (m, _) in loaded.items()},
+           "speedup_vs_teacher": {k: best["teacher (6 x 384)"] / v for k, v in best.items()},
+           "command": "python benchmarks/depth.py --latency"}
+    (ROOT / "benchmarks" / "depth_latency.json").write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out, indent=1))
+    return out
 
 
 if __name__ == "__main__":

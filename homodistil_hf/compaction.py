@@ -118,7 +118,12 @@ class CompactionMixin:
             output = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
             if pruner.compaction_due and self.state.global_step < self.state.max_steps:
                 handoff, first = self._compact_student(output)
-                output = self._merge_outputs(first, super().train(handoff, trial, ignore_keys_for_eval, **kwargs))
+                eval_on_start, self.args.eval_on_start = self.args.eval_on_start, False  # (not a new start)
+                try:
+                    second = super().train(handoff, trial, ignore_keys_for_eval, **kwargs)
+                finally:
+                    self.args.eval_on_start = eval_on_start
+                output = self._merge_outputs(first, second)
                 self.accelerator.wait_for_everyone()
                 if self.args.should_save:
                     shutil.rmtree(handoff, ignore_errors=True)

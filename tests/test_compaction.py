@@ -1,0 +1,106 @@
+"""Compaction (`homodistil_hf/compaction.py`) on one process: the path several processes take (masks while pruning,
+then the student sliced and training continued in a second loop of the Trainer), switched on here by patching
+`compacts_after_pruning`, against the same run in masks mode to the end. The 2-rank DDP and FSDP2 runs are in
+tests/test_fsdp_trainer.py and tests/test_distributed.py; this file checks what the Trainer's user sees: the same
+student, one continuous log, one start-of-training evaluation, one summary, nothing left in --output_dir."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback, default_data_collator
+
+import homodistil_hf.compaction as compaction
+from homodistil_hf import HomoDistilTrainer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fsdp_trainer_case import config, dataset, teacher  # noqa: E402
+
+
+class Events(TrainerCallback):
+    def __init__(self):
+        self.names: list[str] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.names.append("train_begin")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.names.append("train_end")
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.names.append(f"evaluate@{state.global_step}")
+
+
+def _run(family: str, out: Path, compact: bool, monkeypatch):
+    monkeypatch.setattr(compaction, "compacts_after_pruning", lambda args, fsdp=False: compact)
+    args = config(family, str(out), world=1)
+    args.eval_strategy, args.eval_steps, args.eval_on_start, args.logging_steps = "steps", 5, True, 1
+    data = dataset(family)
+    trainer = HomoDistilTrainer(teacher=teacher(family), args=args, train_dataset=data, eval_dataset=data.select(
+        range(4)), data_collator=default_data_collator)
+    events = Events()
+    trainer.add_callback(events)
+    output = trainer.train()
+    trainer.save_model()
+    return trainer, output, events.names
+
+
+@pytest.mark.parametrize("family", ["llama", "llama_depth", "bert"])
+def test_compaction_trains_the_masked_runs_student_with_one_continuous_log(tmp_path, monkeypatch, family):
+    masked, masked_out, masked_events = _run(family, tmp_path / "masks", False, monkeypatch)
+    compact, compact_out, events = _run(family, tmp_path / "compact", True, monkeypatch)
+    assert not masked.pruner.physical and compact.pruner.physical  # compacted, and the masks run was not
+
+    # One training as callbacks see it: one begin, one end, the start evaluation once, evaluations on schedule.
+    assert events == masked_events == ["train_begin", "evaluate@0", "evaluate@5", "evaluate@10", "train_end"]
+    # The same log, step for step (the loss of each step, the widths, the evaluation loss), and one summary.
+    def steady(log):  # (times and throughputs differ between any two runs)
+        return [{k: v for k, v in h.items() if not k.endswith(("_runtime", "_per_second")) and k != "total_flos"}
+                for h in log]
+
+    history, reference = steady(compact.state.log_history), steady(masked.state.log_history)
+    assert [h.get("step") for h in history] == [h.get("step") for h in reference]
+    for a, b in zip(history, reference, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a["step"], key)
+    assert sum("train_runtime" in h for h in compact.state.log_history) == 1
+    assert compact_out.global_step == masked_out.global_step == 10
+    assert compact_out.training_loss == pytest.approx(masked_out.training_loss, rel=1e-5)
+    assert compact_out.metrics["train_loss"] == pytest.approx(masked_out.metrics["train_loss"], rel=1e-5)
+
+    # The same exported student; nothing of the switch left behind.
+    a, b = load_file(tmp_path / "compact" / "model.safetensors"), load_file(tmp_path / "masks" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-6), name
+    assert not (tmp_path / "compact" / ".homodistil-compaction").exists()
+
+
+def test_optimizer_state_follows_slices_drops_and_renames():
+    """The name-keyed optimizer state follows surgery: slices cut the moments, a removed layer's entries go, and
+    the layers after it take their new names."""
+    from torch import nn
+
+    model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 3), nn.Linear(3, 2))
+    state = {"state": {f"{i}.{k}": {"exp_avg": torch.arange(float(p.numel())).view_as(p), "step": torch.tensor(1.0)}
+                       for i, m in enumerate(model) for k, p in m.named_parameters()},
+             "param_groups": [{"lr": 1.0, "params": [f"{i}.{k}" for i, m in enumerate(model)
+                                                     for k, _ in m.named_parameters()]}]}
+    on_slice, on_drop, rename = compaction.optimizer_state_followers(state, model)
+    w = model[0].weight
+    old = state["state"]["0.weight"]["exp_avg"].clone()
+    index = torch.tensor([0, 2])
+    with torch.no_grad():
+        w.data = w.data.index_select(0, index)
+    on_slice(w, 0, index, old.shape)
+    assert torch.equal(state["state"]["0.weight"]["exp_avg"], old.index_select(0, index))
+    assert state["state"]["0.weight"]["step"] == 1.0  # scalars untouched
+    on_drop(list(model[1].parameters()))
+    del model[1]
+    rename()
+    assert set(state["state"]) == {"0.weight", "0.bias", "1.weight", "1.bias"}
+    assert state["param_groups"][0]["params"] == ["0.weight", "0.bias", "1.weight", "1.bias"]
+    assert state["state"]["1.weight"]["exp_avg"].shape == model[1].weight.shape  # the old layer 2's
