@@ -32,36 +32,46 @@ SCHEDULES = {"homodistil": ("cubic", 0.0, None), "oneshot_sensitivity": ("onesho
 
 
 def forward_flops_per_token(teacher_config, shape, seq: int) -> float:
-    """2 x the weights of every matrix multiply (nn.Linear) + 4 x layers x seq x attention width, for the teacher cut
-    to `shape` (built on the meta device and sliced by the library's surgery, so that the widths in the middle of a
-    schedule, which a stock config may refuse, count too)."""
+    """2 x the weights of every matrix multiply (nn.Linear; a causal LM's head included) + 4 x layers x seq x attention
+    width, for the teacher cut to `shape` (built on the meta device and sliced by the library's surgery, so that the
+    widths in the middle of a schedule, which a stock config may refuse, count too)."""
     import torch
     from torch import nn
-    from transformers import AutoModel
+    from transformers import AutoModel, AutoModelForCausalLM
 
-    from homodistil_hf.arch import shape_of
-    from homodistil_hf.pruning.state import PruningState, selection_between
+    from homodistil_hf.arch import get_adapter, shape_of
+    from homodistil_hf.pruning.state import LayerKeep, PruningState, selection_between
     from homodistil_hf.pruning.surgery import prune_model
-    from homodistil_hf.testing import random_pruning_state
 
+    # A causal LM's head (hidden x vocabulary) is one of its largest matrix multiplies; it shrinks with the hidden size.
+    auto = AutoModelForCausalLM if get_adapter(teacher_config).causal_lm else AutoModel
     with torch.device("meta"):
-        model = AutoModel.from_config(copy.deepcopy(teacher_config))  # (surgery writes the widths into its config)
+        model = auto.from_config(copy.deepcopy(teacher_config))  # (surgery writes the widths into its config)
     full, layers = shape_of(teacher_config), teacher_config.num_hidden_layers
-    if shape != full:
-        state = random_pruning_state(full, layers, torch.Generator().manual_seed(0), target=shape)
+    if shape != full:  # the first structures of each kind (which ones does not change the count)
+        group, keep_group = full.group_size, shape.group_size
+        heads = torch.tensor([g * group + j for g in range(shape.kv_heads) for j in range(keep_group)])
+        dims = torch.arange(shape.head_dim).repeat(shape.heads, 1)
+        kv = torch.arange(shape.kv_heads) if full.kv_heads != full.heads else None
+        keep = LayerKeep(heads, dims, dims.clone(), torch.arange(shape.intermediate), kv)
+        state = PruningState(torch.arange(shape.hidden), [keep] * layers)
         prune_model(model, selection_between(PruningState.full(full, layers), state))
     matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
     return 2.0 * matmul + 4.0 * layers * seq * shape.heads * shape.head_dim
 
 
 def run_flops(teacher_config, target, method: str, steps: int, tokens: int, seq: int,
-              prune_end: float | None = None, every: int = 10) -> float:
-    """Training FLOPs of a whole run of `method` (see SCHEDULES) to `target` (a Shape) in `steps` steps."""
-    from homodistil_hf.arch import shape_of
+              prune_end: float | None = None, every: int = 10, oneshot_start: float | None = None) -> float:
+    """Training FLOPs of a whole run of `method` (see SCHEDULES) to `target` (a Shape) in `steps` steps; the pruning
+    window ends at `prune_end` (default: the library's for the teacher's family), a one-shot method prunes at
+    `oneshot_start` (default: SCHEDULES, the encoder sweep's 10% of training)."""
+    from homodistil_hf.arch import get_adapter, shape_of
     from homodistil_hf.config import default_prune_end, resolve_step
     from homodistil_hf.pruning.schedule import WidthSchedule
 
     kind, start, _ = SCHEDULES[method]
+    if kind == "oneshot" and oneshot_start is not None:
+        start = oneshot_start
     initial = shape_of(teacher_config)
     cache: dict = {}
 
@@ -73,7 +83,8 @@ def run_flops(teacher_config, target, method: str, steps: int, tokens: int, seq:
     teacher = student(initial)
     if kind == "truncate":  # the small student from the first step
         return steps * tokens * (3 * student(target) + teacher)
-    end = resolve_step(default_prune_end(False) if prune_end is None else prune_end, steps)
+    causal = get_adapter(teacher_config).causal_lm
+    end = resolve_step(default_prune_end(causal) if prune_end is None else prune_end, steps)
     first = resolve_step(start, steps)
     schedule = WidthSchedule(initial, target, first, max(end, first), every, kind)
     widths, total = initial, 0.0
@@ -84,10 +95,11 @@ def run_flops(teacher_config, target, method: str, steps: int, tokens: int, seq:
     return total
 
 
-def equal_steps(teacher_config, target, method: str, budget: float, tokens: int, seq: int) -> int:
+def equal_steps(teacher_config, target, method: str, budget: float, tokens: int, seq: int,
+                oneshot_start: float | None = None) -> int:
     """The fewest steps of `method` whose FLOPs reach `budget`."""
     steps = 1
-    while run_flops(teacher_config, target, method, steps, tokens, seq) < budget:
+    while run_flops(teacher_config, target, method, steps, tokens, seq, oneshot_start=oneshot_start) < budget:
         steps += 1
     return steps
 
@@ -110,7 +122,7 @@ def measure_wall(a, target: list[int], work: Path) -> dict:
                  "--overwrite_output_dir", "--max_steps", str(a.steps), "--per_device_train_batch_size",
                  str(a.batch), "--max_seq_length", str(a.seq), "--learning_rate", "2e-4", "--seed", "42",
                  "--target_hidden_size", str(target[0]), "--target_num_attention_heads", str(target[1]),
-                 "--target_intermediate_size", str(target[2]), "--report_to", "none", "--use_cpu",
+                 "--target_intermediate_size", str(target[-1]), "--report_to", "none", "--use_cpu",
                  "--save_strategy", "no", "--disable_tqdm", "true", *METHODS[m]] for m in SCHEDULES}
     ls = Lockstep(list(argvs))
     ls.run({m: distill_in_thread(ls, m, argv) for m, argv in argvs.items()})
@@ -131,7 +143,10 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seq", type=int, default=64)
-    p.add_argument("--levels", default="38%=192,6,768;22%=128,4,512;11%=64,2,256")
+    p.add_argument("--levels", default="38%=192,6,768;22%=128,4,512;11%=64,2,256",
+                   help="NAME=hidden,heads,FFN (or hidden,heads,kv_heads,FFN) separated by ';'")
+    p.add_argument("--oneshot_start", type=float, default=None,
+                   help="where the one-shot baselines prune (a fraction, or a step > 1; default 0.1)")
     p.add_argument("--out", default=None, help="write the table as JSON here")
     p.add_argument("--wall", action="store_true", help="also time the runs in lock-step (see above)")
     p.add_argument("--train_file", default=None, help="--wall: the corpus (default: the sweep's, 6,000 lines)")
@@ -143,17 +158,19 @@ def main(argv=None) -> dict:
            "levels": {}}
     for item in a.levels.split(";"):
         name, _, dims = item.partition("=")
-        hidden, heads, ffn = (int(x) for x in dims.split(","))
-        target = check_target(config, hidden, heads, ffn)
-        flops = {m: run_flops(config, target, m, a.steps, tokens, a.seq) for m in SCHEDULES}
+        numbers = [int(x) for x in dims.split(",")]
+        hidden, heads, ffn = numbers[0], numbers[1], numbers[-1]
+        target = check_target(config, hidden, heads, ffn, numbers[2] if len(numbers) == 4 else None)
+        flops = {m: run_flops(config, target, m, a.steps, tokens, a.seq, oneshot_start=a.oneshot_start)
+                 for m in SCHEDULES}
         budget = flops["homodistil"]
         out["levels"][name] = {
-            "target": [hidden, heads, ffn], "flops": flops,
+            "target": numbers, "flops": flops,
             "ratio_to_homodistil": {m: f / budget for m, f in flops.items()},
-            "equal_cost_steps": {m: equal_steps(config, target, m, budget, tokens, a.seq)
+            "equal_cost_steps": {m: equal_steps(config, target, m, budget, tokens, a.seq, a.oneshot_start)
                                  for m in SCHEDULES if m != "homodistil"}}
         if a.wall:
-            out["levels"][name]["wall"] = measure_wall(a, [hidden, heads, ffn], Path(a.work_dir) / name)
+            out["levels"][name]["wall"] = measure_wall(a, numbers, Path(a.work_dir) / name)
         print(json.dumps({name: {k: v for k, v in out["levels"][name].items() if k != "flops"}}), flush=True)
     if a.out:
         Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
