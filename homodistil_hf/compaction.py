@@ -110,13 +110,13 @@ class CompactionMixin:
             finally:
                 handler.callbacks = everyone
 
-        def on_train_end(args, state, control, **kw):
-            return control if pruner.compaction_due else end(args, state, control, **kw)
+        def on_train_end(args, state, control, **kw):  # not the end when a second loop follows
+            return control if self._compacts_now() else end(args, state, control, **kw)
 
         handler.on_train_begin, handler.on_train_end = on_train_begin, on_train_end
         try:
             output = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
-            if pruner.compaction_due and self.state.global_step < self.state.max_steps:
+            if self._compacts_now():
                 handoff, first = self._compact_student(output)
                 eval_on_start, self.args.eval_on_start = self.args.eval_on_start, False  # (not a new start)
                 try:
@@ -132,6 +132,10 @@ class CompactionMixin:
             handler.on_train_begin, handler.on_train_end = begin, end
             self._continuing = False
         return output
+
+    def _compacts_now(self) -> bool:
+        """Whether the loop stopped for the compaction (and steps remain to train the compact student)."""
+        return self.pruner.compaction_due and self.state.global_step < self.state.max_steps
 
     def _compact_student(self, output: TrainOutput) -> tuple[str, dict]:
         """Slice the student and its optimizer state on every rank and write the hand-off; returns (its folder, the

@@ -104,3 +104,20 @@ def test_optimizer_state_follows_slices_drops_and_renames():
     assert set(state["state"]) == {"0.weight", "0.bias", "1.weight", "1.bias"}
     assert state["param_groups"][0]["params"] == ["0.weight", "0.bias", "1.weight", "1.bias"]
     assert state["state"]["1.weight"]["exp_avg"].shape == model[1].weight.shape  # the old layer 2's
+
+
+def test_pruning_done_at_the_last_step_needs_no_second_loop(tmp_path, monkeypatch):
+    """The targets reached at the very last step: nothing is left to train compact, so there is no compaction and
+    the run ends as any run does (callbacks see the end of training; the export is the masked student's)."""
+    monkeypatch.setattr(compaction, "compacts_after_pruning", lambda args, fsdp=False: True)
+    args = config("llama", str(tmp_path / "out"), world=1)
+    args.prune_end = args.max_steps - 1  # (the last optimizer step is global step max_steps - 1)
+    trainer = HomoDistilTrainer(teacher=teacher("llama"), args=args, train_dataset=dataset("llama"),
+                                data_collator=default_data_collator)
+    events = Events()
+    trainer.add_callback(events)
+    trainer.train()
+    assert trainer.pruner.done and not trainer.pruner.physical
+    assert events.names == ["train_begin", "train_end"]
+    trainer.save_model()
+    assert (tmp_path / "out" / "model.safetensors").is_file()
