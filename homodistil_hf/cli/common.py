@@ -100,6 +100,11 @@ class OneLineArgumentParser(HfArgumentParser):
             for dtype, f in items:
                 f.type = hints[dtype][f.name]
                 self._parse_dataclass_field(groups[name], f)
+        # HfArgumentParser gives a True-by-default flag's `--no_<flag>` the flag's own help: say what it does.
+        for action in self._actions:
+            negative = [o for o in action.option_strings if o.startswith("--no_")]
+            if negative and action.help and action.const is False:
+                action.help = f"Turn --{negative[0][len('--no_'):]} off (it is on by default; see its help above)."
 
     def error(self, message: str) -> NoReturn:
         raise UserError(f"{message} (run with --help to list the flags)")
