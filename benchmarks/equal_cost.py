@@ -198,13 +198,14 @@ def report(cost_path: Path, results_path: Path, out_md: Path, fig_dir: Path) -> 
     figure = {}
     if plt is not None and points:
         fig, ax = plt.subplots(figsize=(7, 4))
-        for method in dict.fromkeys(p[1] for p in points):
-            xs = [p[2] for p in points if p[1] == method]
-            ys = [p[3] for p in points if p[1] == method]
-            ax.scatter(xs, ys, label=method, s=18)
-        for name in cost["levels"]:
-            ax.annotate(name, next(((p[2], p[3]) for p in points if p[0] == name and p[1] == "homodistil"), (1, 0)),
-                        fontsize=8)
+        colours = {m: f"C{i}" for i, m in enumerate(dict.fromkeys(p[1] for p in points))}
+        markers = dict(zip(cost["levels"], "os^v", strict=False))
+        for name, method, x, y in points:
+            ax.scatter([x], [y], color=colours[method], marker=markers.get(name, "o"), s=22)
+        for method, colour in colours.items():
+            ax.scatter([], [], color=colour, label=method, s=18)
+        for name, marker in markers.items():
+            ax.scatter([], [], color="grey", marker=marker, label=f"level {name}", s=18)
         ax.set_xlabel("training cost / HomoDistil's (the larger of FLOPs and time ratios)")
         ax.set_ylabel("STS-B zero-shot (mean over seeds)")
         ax.set_title("Quality against cost, MiniLM sweep levels")
