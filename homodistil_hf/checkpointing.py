@@ -151,6 +151,10 @@ class CheckpointExportMixin:
             state = check_checkpoint(resume_from_checkpoint, pruner.target, pruner.initial, pruner.num_layers,
                                      pruner.target_layers)
             full = PruningState.full(pruner.initial, pruner.num_layers)
+            if not pruner.physical and checkpoint_is_physical(resume_from_checkpoint) and not state.equals(full):
+                raise UserError(f"--resume_from_checkpoint {resume_from_checkpoint} holds a physically pruned student "
+                                "(compacted, or from a single-process run), which masks cannot load; resume it with "
+                                "--pruning_mode auto")
             if pruner.physical and checkpoint_is_physical(resume_from_checkpoint) is False and not state.equals(full):
                 raise UserError(f"--resume_from_checkpoint {resume_from_checkpoint} holds a masked, full-size student "
                                 "(written with --pruning_mode masks, or on several processes before compaction); "

@@ -8,21 +8,31 @@ Trainer's loop after that step; `HomoDistilTrainer.train` then, on every rank al
 2. takes the student as a plain module (FSDP2: a full copy gathered from the shards; DDP: the module itself) and
    slices it to the pruning state (`Pruner.compact`), the optimizer state following every slice, and the removed
    layers' entries dropped;
-3. writes a hand-off folder (`.homodistil-compaction` in --output_dir: the Trainer's state and each rank's RNG) and
+3. writes a hand-off folder (`_homodistil-compaction` in --output_dir: the Trainer's state and each rank's RNG) and
    trains on from it with the compact student: the Trainer wraps it afresh (a new DDP reducer, or a new FSDP2
    sharding), builds a new optimizer and scheduler and loads their states, skips the batches already seen and
    restores the RNG, as on any resume. The folder is removed when training ends.
-The run's callbacks see one training (the first loop's `on_train_end` and the second loop's `on_train_begin` reach
-the pruning callback only) and the returned metrics cover both loops.
+The run's callbacks see one training: the first loop's end (and, when it stopped inside an epoch, that epoch's end)
+and the second loop's start (and that epoch's start again) are not passed on, except the start to the pruning
+callback, which binds to the new model; the first loop writes no summary and deletes no checkpoint; the second
+loop's summary covers the whole run. A checkpoint of the compaction step itself, written before the switch, holds
+the masked student.
 
-Memory: during the switch every rank holds a full copy of the student and of its optimizer state (FSDP2).
+Costs: during the switch every rank holds a full copy of the student (FSDP2: gathered to the CPU, sliced there, then
+moved to its device) and the full optimizer state (gathered on its device). The second loop skips the batches the
+first one trained on by reading them again, as any Trainer resume does: with a streamed (iterable) dataset that means
+reading the first part of the stream again. Optimizers whose state is not shaped like the parameters (Adafactor,
+8-bit) are refused up front with pruning targets (`config.ELEMENTWISE_OPTIMIZERS`).
+
 Checkpoints written after compaction hold the compact student (`pruning_layout.json`: physical); resuming from one
-compacts the fresh copy of the teacher before the weights load.
+compacts the fresh copy of the teacher before the weights load; a run in masks mode refuses them in one line.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -34,7 +44,7 @@ from .pruning.callback import PruningCallback
 from .pruning.pruner import check_checkpoint, checkpoint_is_physical
 from .pruning.sharding import any_sharded, full_copy
 
-HANDOFF = ".homodistil-compaction"
+HANDOFF = "_homodistil-compaction"  # ("_": never uploaded by the Trainer's Hub pushes)
 TRAINER_STATE = "trainer_state.json"
 
 
@@ -81,6 +91,8 @@ class CompactionMixin:
     _handoff: dict | None = None
     _carry: dict = {}
     _continuing = False
+    _first_runtime = 0.0
+    _epoch_open = False
     _pruner_loaded_from: str | None = None
 
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
@@ -93,43 +105,61 @@ class CompactionMixin:
             from transformers.trainer_utils import get_last_checkpoint
 
             resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir})")
         if resume_from_checkpoint:
             self._compact_for_resume(str(resume_from_checkpoint))
         handler = self.callback_handler
-        begin, end = handler.on_train_begin, handler.on_train_end
+        events = {name: getattr(handler, name) for name in ("on_train_begin", "on_epoch_begin", "on_epoch_end")}
 
-        def on_train_begin(args, state, control, **kw):
+        def on_train_begin(args, state, control, **kw):  # the second loop: the pruning callback only (it rebinds)
             if not self._continuing:
-                return begin(args, state, control, **kw)
+                return events["on_train_begin"](args, state, control, **kw)
             everyone, handler.callbacks = handler.callbacks, [c for c in handler.callbacks
                                                               if isinstance(c, PruningCallback)]
             for name, value in self._carry.items():  # the loop's logging state, as if it had not stopped
                 setattr(self, name, value)
             try:
-                return begin(args, state, control, **kw)
+                return events["on_train_begin"](args, state, control, **kw)
             finally:
                 handler.callbacks = everyone
 
-        def on_train_end(args, state, control, **kw):  # not the end when a second loop follows
-            return control if self._compacts_now() else end(args, state, control, **kw)
+        def on_epoch_begin(args, state, control, **kw):  # the epoch the first loop began goes on
+            if self._continuing and self._epoch_open:
+                self._epoch_open = False
+                return control
+            return events["on_epoch_begin"](args, state, control, **kw)
 
-        handler.on_train_begin, handler.on_train_end = on_train_begin, on_train_end
+        def on_epoch_end(args, state, control, **kw):  # the first loop stopped inside an epoch: it has not ended
+            if self._compacts_now() and not float(state.epoch or 0).is_integer():
+                return control
+            return events["on_epoch_end"](args, state, control, **kw)
+
+        handler.on_train_begin, handler.on_epoch_begin, handler.on_epoch_end = (on_train_begin, on_epoch_begin,
+                                                                              on_epoch_end)
         try:
             output = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
             if self._compacts_now():
-                handoff, first = self._compact_student(output)
-                eval_on_start, self.args.eval_on_start = self.args.eval_on_start, False  # (not a new start)
+                handoff = self._compact_student()
+                # Not a new start: no start-of-training evaluation, the same batches skipped, callbacks kept as
+                # they are in memory.
+                keep = {"eval_on_start": False, "ignore_data_skip": False,
+                        "restore_callback_states_from_checkpoint": False}
+                saved = {k: getattr(self.args, k) for k in keep}
+                for k, v in keep.items():
+                    setattr(self.args, k, v)
                 try:
-                    second = super().train(handoff, trial, ignore_keys_for_eval, **kwargs)
+                    output = super().train(handoff, trial, ignore_keys_for_eval, **kwargs)
                 finally:
-                    self.args.eval_on_start = eval_on_start
-                output = self._merge_outputs(first, second)
+                    for k, v in saved.items():
+                        setattr(self.args, k, v)
                 self.accelerator.wait_for_everyone()
-                if self.args.should_save:
+                if self.is_local_process_zero():
                     shutil.rmtree(handoff, ignore_errors=True)
             pruner.compaction_due = False
         finally:
-            handler.on_train_begin, handler.on_train_end = begin, end
+            for name, event in events.items():
+                setattr(handler, name, event)
             self._continuing = False
         return output
 
@@ -137,35 +167,45 @@ class CompactionMixin:
         """Whether the loop stopped for the compaction (and steps remain to train the compact student)."""
         return self.pruner.compaction_due and self.state.global_step < self.state.max_steps
 
-    def _compact_student(self, output: TrainOutput) -> tuple[str, dict]:
-        """Slice the student and its optimizer state on every rank and write the hand-off; returns (its folder, the
-        first loop's summary metrics)."""
+    def _finalize_training(self, trial, num_train_samples, start_time):
+        """The first loop ends without the end of training (no summary log, no checkpoint clean-up, no
+        `on_train_end`); the second's summary covers the whole run (its time counted from the first loop's start)."""
+        if self.pruner is not None and self._compacts_now():
+            self._first_runtime = time.time() - start_time
+            return TrainOutput(self.state.global_step, 0.0, {})
+        if self._continuing:
+            start_time -= self._first_runtime
+        return super()._finalize_training(trial, num_train_samples, start_time)
+
+    def _compact_student(self) -> str:
+        """Slice the student and its optimizer state on every rank and write the hand-off; returns its folder."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
         args, pruner = self.args, self.pruner
         model = self.accelerator.unwrap_model(self.model)
         inner = getattr(self.optimizer, "optimizer", self.optimizer)
         optim_state = get_optimizer_state_dict(model, inner, options=StateDictOptions(full_state_dict=True))
-        plain = full_copy(model).to(args.device).train() if any_sharded(model) else model
+        sharded = any_sharded(model)
+        plain = full_copy(model).train() if sharded else model  # (FSDP2: sliced on the CPU, then moved)
         on_slice, on_drop, rename = optimizer_state_followers(optim_state, plain)
         pruner.listeners, pruner.drop_listeners = [on_slice], [on_drop]
         pruner.compact(plain)
         pruner.listeners, pruner.drop_listeners = [], []
         rename()
+        if sharded:
+            plain.to(args.device)
         self._handoff = {"optimizer": optim_state, "scheduler": self.lr_scheduler.state_dict()}
-
-        # The first loop's closing summary is not the run's: keep it for the merged one. Its logging state (the
-        # loss summed since the last log, ...) carries over to the second loop (`on_train_begin` above).
-        history = self.state.log_history
-        first = history.pop() if history and "train_runtime" in history[-1] else dict(output.metrics)
-        pending = self._tr_loss.detach().clone()
-        self._carry = {"_tr_loss": pending, "_total_loss_scalar": self._total_loss_scalar - pending.item(),
+        # The loop's logging state (the loss summed since the last log, ...) carries over to the second loop.
+        self._carry = {"_tr_loss": self._tr_loss.detach().clone(), "_total_loss_scalar": self._total_loss_scalar,
                        "_globalstep_last_logged": self._globalstep_last_logged,
                        "_initial_global_step": self._initial_global_step}
+        self._epoch_open = not float(self.state.epoch or 0).is_integer()  # stopped inside an epoch
         folder = Path(args.output_dir) / HANDOFF
-        if args.should_save:
+        if self.is_local_process_zero():  # every node reads it (no shared file system needed)
             folder.mkdir(parents=True, exist_ok=True)
-            self.state.save_to_json(str(folder / TRAINER_STATE))
+            partial = folder / f"{TRAINER_STATE}.{args.process_index}"
+            self.state.save_to_json(str(partial))
+            os.replace(partial, folder / TRAINER_STATE)
         self.accelerator.wait_for_everyone()
         self._save_rng_state(str(folder))
         self.accelerator.wait_for_everyone()
@@ -174,22 +214,7 @@ class CompactionMixin:
         self.optimizer = self.lr_scheduler = None
         self._continuing = True
         pruner.compaction_due = False
-        return str(folder), first
-
-    def _merge_outputs(self, first: dict, second: TrainOutput) -> TrainOutput:
-        """The run's summary: the second loop counted every step and the loss over them (its logging state carried
-        over), but its time is its own; add the first loop's."""
-        metrics = dict(second.metrics)
-        own = metrics.get("train_runtime", 0.0)
-        runtime = own + first.get("train_runtime", 0.0)
-        for key in ("train_samples_per_second", "train_steps_per_second"):
-            if key in metrics and runtime:
-                metrics[key] = round(metrics[key] * own / runtime, 3)
-        metrics["train_runtime"] = round(runtime, 4)
-        history = self.state.log_history
-        if history and "train_runtime" in history[-1]:
-            history[-1].update(metrics)
-        return TrainOutput(second.global_step, second.training_loss, metrics)
+        return str(folder)
 
     def _compact_for_resume(self, checkpoint: str) -> None:
         """A checkpoint written after compaction holds the compact student: bring the fresh copy of the teacher to its
@@ -200,8 +225,9 @@ class CompactionMixin:
         check_checkpoint(checkpoint, pruner.target, pruner.initial, pruner.num_layers, pruner.target_layers)
         pruner.load(checkpoint)
         if not pruner.done:
-            raise UserError(f"--resume_from_checkpoint {checkpoint} holds a compact student that has not reached the "
-                            "targets of this run; resume with the targets of the run that wrote it")
+            raise UserError(f"--resume_from_checkpoint {checkpoint} holds a student physically pruned part of the way "
+                            "(a single-process run's checkpoint), which several processes cannot prune further; "
+                            "resume it on one process")
         pruner.compact()
         self._pruner_loaded_from = checkpoint
 

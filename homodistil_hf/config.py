@@ -8,6 +8,7 @@ the field's help and in the README.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -47,6 +48,12 @@ def default_prune_end(causal_lm: bool | None) -> float:
 # seed spread (encoders: MiniLM sweep, 22% and 11% of the teacher, 3 seeds), the per-structure metric (no per-weight
 # buffers) for causal-LM teachers and wherever parameters are sharded (FSDP2 holds no whole weight on any rank).
 IMPORTANCE_ENCODER, IMPORTANCE_DECODER, IMPORTANCE_SHARDED = "sensitivity", "sensitivity", "taylor_structure"
+
+
+# Optimizers whose state is per element, shaped like each parameter: it can be sliced with the weights (physical
+# pruning, compaction). Factored (Adafactor), 8/4-bit, paged and layer-wise ones are refused with pruning targets.
+ELEMENTWISE_OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_torch_xla", "adamw_torch_npu_fused",
+                          "adamw_anyprecision", "ademamix", "sgd", "adagrad", "rmsprop")
 
 
 def default_importance(causal_lm: bool, sharded: bool = False) -> str:
@@ -399,6 +406,11 @@ class HomoDistilConfig(TrainingArguments):
                 raise UserError("--target_params picks the widths itself: drop --target_hidden_size / "
                                 "--target_num_attention_heads / --target_intermediate_size / "
                                 "--target_num_key_value_heads / --target_head_dim, or drop --target_params")
+        optim = str(getattr(self.optim, "value", self.optim))
+        if self.has_targets and self.pruning_mode != "masks" and optim not in ELEMENTWISE_OPTIMIZERS:
+            raise UserError(f"--optim {optim} keeps state that is not shaped like its parameters (factored, "
+                            "quantised or layer-wise), which cannot follow the pruned weights; use an Adam-family "
+                            f"optimizer ({', '.join(ELEMENTWISE_OPTIMIZERS)}), or --pruning_mode masks")
         for name in ("importance_beta1", "importance_beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise UserError(f"--{name} must be in [0, 1) (got {getattr(self, name)})")
@@ -455,7 +467,9 @@ class HomoDistilConfig(TrainingArguments):
         if self.hidden_loss is None:
             self.hidden_loss = "cosine" if causal_lm else "mse"
         if self.importance == "auto":
-            self.importance = default_importance(causal_lm, sharded=bool(self.fsdp))
+            # (accelerate launch --use_fsdp turns FSDP on without --fsdp)
+            sharded = bool(self.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true", "yes")
+            self.importance = default_importance(causal_lm, sharded=sharded)
         if self.prune_end is None:
             end = default_prune_end(causal_lm)
             if end < self.prune_start and is_fraction(self.prune_start):

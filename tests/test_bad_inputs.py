@@ -53,6 +53,7 @@ CASES = [
          {"--train_file": "{d}/corpus.parquet"}),
     Case("validation_format", ["--validation_file", "same format"], {"--validation_file": "{d}/val.csv"}),
     Case("no_corpus", ["--dataset_name", "--train_file"], {"--train_file": None}),
+    Case("optimizer_state_not_per_weight", ["--optim adafactor", "--pruning_mode masks"], {"--optim": "adafactor"}),
     Case("teacher_missing", ["--teacher_name_or_path", "no-such-teacher"],
          {"--teacher_name_or_path": "{d}/no-such-teacher"}),
     Case("teacher_unsupported", ["--teacher_name_or_path", "opt", "'opt'", "supported model types: bert"],

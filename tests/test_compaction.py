@@ -32,11 +32,26 @@ class Events(TrainerCallback):
     def on_evaluate(self, args, state, control, **kwargs):
         self.names.append(f"evaluate@{state.global_step}")
 
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.names.append(f"epoch_begin@{state.global_step}")
 
-def _run(family: str, out: Path, compact: bool, monkeypatch):
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.names.append(f"epoch_end@{state.global_step}")
+
+    def on_save(self, args, state, control, **kwargs):
+        self.names.append(f"save@{state.global_step}")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "train_runtime" in logs:  # what a report_to integration receives as the run's summary
+            self.names.append(f"summary@{state.global_step}:{logs['train_loss']:.6f}")
+
+
+def _run(family: str, out: Path, compact: bool, monkeypatch, **overrides):
     monkeypatch.setattr(compaction, "compacts_after_pruning", lambda args, fsdp=False: compact)
     args = config(family, str(out), world=1)
     args.eval_strategy, args.eval_steps, args.eval_on_start, args.logging_steps = "steps", 5, True, 1
+    for key, value in overrides.items():
+        setattr(args, key, value)
     data = dataset(family)
     trainer = HomoDistilTrainer(teacher=teacher(family), args=args, train_dataset=data, eval_dataset=data.select(
         range(4)), data_collator=default_data_collator)
@@ -53,8 +68,12 @@ def test_compaction_trains_the_masked_runs_student_with_one_continuous_log(tmp_p
     compact, compact_out, events = _run(family, tmp_path / "compact", True, monkeypatch)
     assert not masked.pruner.physical and compact.pruner.physical  # compacted, and the masks run was not
 
-    # One training as callbacks see it: one begin, one end, the start evaluation once, evaluations on schedule.
-    assert events == masked_events == ["train_begin", "evaluate@0", "evaluate@5", "evaluate@10", "train_end"]
+    # One training as callbacks see it: one begin, one end, the start evaluation once, evaluations on schedule, one
+    # summary (the run's: its loss over every step).
+    assert events == masked_events
+    assert [e for e in events if not e.startswith("summary")] == [
+        "train_begin", "evaluate@0", "epoch_begin@0", "evaluate@5", "evaluate@10", "epoch_end@10", "train_end"]
+    assert sum(e.startswith("summary@10") for e in events) == 1
     # The same log, step for step (the loss of each step, the widths, the evaluation loss), and one summary.
     def steady(log):  # (times and throughputs differ between any two runs)
         return [{k: v for k, v in h.items() if not k.endswith(("_runtime", "_per_second")) and k != "total_flos"}
@@ -76,7 +95,7 @@ def test_compaction_trains_the_masked_runs_student_with_one_continuous_log(tmp_p
     assert a.keys() == b.keys()
     for name in a:
         assert torch.allclose(a[name], b[name], atol=1e-6), name
-    assert not (tmp_path / "compact" / ".homodistil-compaction").exists()
+    assert not (tmp_path / "compact" / "_homodistil-compaction").exists()
 
 
 def test_optimizer_state_follows_slices_drops_and_renames():
@@ -118,6 +137,51 @@ def test_pruning_done_at_the_last_step_needs_no_second_loop(tmp_path, monkeypatc
     trainer.add_callback(events)
     trainer.train()
     assert trainer.pruner.done and not trainer.pruner.physical
-    assert events.names == ["train_begin", "train_end"]
+    assert [e for e in events.names if e.startswith("train_")] == ["train_begin", "train_end"]
+    assert sum(e.startswith("summary@") for e in events.names) == 1
     trainer.save_model()
     assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("overrides", [
+    # epochs: 10 steps each, pruning done inside the first; evaluation and checkpoints at the ends of epochs
+    dict(max_steps=20, eval_strategy="epoch", save_strategy="epoch", save_total_limit=1),
+    # gradient accumulation: 2 micro-batches of 2 per optimizer step (the same global batch of 4)
+    dict(per_device_train_batch_size=2, gradient_accumulation_steps=2),
+    dict(ignore_data_skip=True),  # the second loop still skips the batches the first one trained on
+], ids=["epochs", "accumulation", "ignore_data_skip"])
+def test_compaction_keeps_what_the_trainer_settings_ask(tmp_path, monkeypatch, overrides):
+    masked, _, masked_events = _run("llama", tmp_path / "masks", False, monkeypatch, **overrides)
+    compact, _, events = _run("llama", tmp_path / "compact", True, monkeypatch, **overrides)
+    assert compact.pruner.physical and not masked.pruner.physical
+    assert events == masked_events
+    losses = [h["loss"] for h in compact.state.log_history if "loss" in h]
+    assert losses == pytest.approx([h["loss"] for h in masked.state.log_history if "loss" in h], rel=1e-5)
+    assert sorted(p.name for p in (tmp_path / "compact").glob("checkpoint-*")) == sorted(
+        p.name for p in (tmp_path / "masks").glob("checkpoint-*"))
+
+
+def test_checkpoints_after_compaction_resume_compacted_and_are_refused_to_masks(tmp_path, monkeypatch):
+    """A checkpoint written after the compaction holds the compact student (`pruning_layout.json`): a run that
+    compacts resumes from it and ends as the uninterrupted run; a run kept in masks is refused in one line, before
+    anything is written."""
+    from homodistil_hf.errors import UserError
+
+    full, _, _ = _run("llama", tmp_path / "full", True, monkeypatch, save_strategy="steps", save_steps=8)
+    checkpoint = tmp_path / "full" / "checkpoint-8"
+    assert (checkpoint / "pruning_layout.json").read_text() == '{"physical": true}'
+    resumed = HomoDistilTrainer(teacher=teacher("llama"), args=config("llama", str(tmp_path / "again"), world=1),
+                                train_dataset=dataset("llama"), data_collator=default_data_collator)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    resumed.save_model()
+    a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "again" / "model.safetensors")
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-6), name
+
+    monkeypatch.setattr(compaction, "compacts_after_pruning", lambda args, fsdp=False: False)
+    masked = HomoDistilTrainer(teacher=teacher("llama"), args=config("llama", str(tmp_path / "masked"), world=1),
+                               train_dataset=dataset("llama"), data_collator=default_data_collator)
+    with pytest.raises(UserError) as err:
+        masked.train(resume_from_checkpoint=str(checkpoint))
+    assert "\n" not in str(err.value) and "--pruning_mode auto" in str(err.value)
+    assert not (tmp_path / "masked").exists() or not any((tmp_path / "masked").iterdir())

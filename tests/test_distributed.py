@@ -79,8 +79,8 @@ def test_ddp_two_ranks_same_decisions_rank0_writes(tmp_path):
     written0, written1 = set(ranks[0]["writes"]), set(ranks[1]["writes"])
     assert {"model.safetensors", "config.json", "homodistil.json", "checkpoint-6/model.safetensors",
             "checkpoint-6/pruning_state.json", "checkpoint-6/pruning_importance.safetensors"} <= written0
-    checkpoints = {"checkpoint-6", "checkpoint-12", ".homodistil-compaction"}  # (the last: compaction's hand-off)
+    checkpoints = {"checkpoint-6", "checkpoint-12", "_homodistil-compaction"}  # (the last: compaction's hand-off)
     allowed1 = checkpoints | {f"{c}/rng_state_1.pth" for c in checkpoints}
     assert written1 <= allowed1, written1 - allowed1
     assert "checkpoint-6/rng_state_1.pth" in written1  # the recorder does see rank 1's writes
-    assert not list(out.glob(".homodistil-export-*")) and not (out / ".homodistil-compaction").exists()
+    assert not list(out.glob(".homodistil-export-*")) and not (out / "_homodistil-compaction").exists()

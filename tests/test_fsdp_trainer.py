@@ -110,7 +110,7 @@ def test_multi_process_pruning_compacts_and_matches_single_process(tmp_path, sha
         assert r["physical"] is True and r["physical_steps"] == [8, 9, 10]
         assert len(set(r["numel"][:7])) == 1 and len(set(r["numel"][7:])) == 1
         assert r["numel"][7] < r["numel"][0] / 2
-    assert not (out / ".homodistil-compaction").exists()  # the hand-off folder is gone once training ends
+    assert not (out / "_homodistil-compaction").exists()  # the hand-off folder is gone once training ends
 
     # The same scores and decisions on both ranks at every pruning step, each rank's own (before the broadcast).
     assert ranks[0]["scores"] == ranks[1]["scores"] and len(ranks[0]["scores"]) >= 3

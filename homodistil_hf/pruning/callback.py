@@ -52,8 +52,6 @@ class PruningCallback(TrainerCallback):
         if optimizer is not None and pruner.physical:
             pruner.listeners = [optimizer_slicer(optimizer)]
             pruner.drop_listeners = [optimizer_dropper(optimizer)]
-        if pruner.done and pruner.compact_when_done and not pruner.physical:
-            self.request_compaction(control)  # resumed from a masked checkpoint taken once pruning was done
         if end > state.max_steps:
             logger.warning("pruning ends at step %d, after the last step (%d): the target will not be reached; "
                            "lower --prune_end or raise --max_steps", end, state.max_steps)

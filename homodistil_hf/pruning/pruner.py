@@ -278,6 +278,7 @@ class Pruner:
             return
         if not self.done:
             raise RuntimeError("compact() runs once pruning is done")
+        self.importance.close()  # pruning is over (a resumed run may not have closed it)
         self.masker.remove()
         if self.fader is not None:
             self.fader.remove()

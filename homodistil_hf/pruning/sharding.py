@@ -75,4 +75,7 @@ def full_copy(model: nn.Module, keep: bool = True) -> nn.Module | None:
     cls = next(c for c in type(model).__mro__ if not c.__name__.startswith("FSDP"))
     plain = cls(copy.deepcopy(model.config))
     plain.load_state_dict(state, strict=False)
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    for name, p in plain.named_parameters():
+        p.requires_grad_(name not in frozen)  # (a fresh model trains everything)
     return plain.to(dtype=next(iter(state.values())).dtype)
