@@ -191,17 +191,32 @@ def main(argv=None, reuse: dict[str, dict] | None = None) -> dict:
                "--disable_tqdm", "true", *args.extra.split(), *extra]
         command = " ".join(["python", *cmd[1:]]).replace(str(args.teacher), "$SMOLLM2_GGUF") \
             .replace(str(work), "benchmarks/_work/decoder")
-        if reuse and command in reuse:
+        if reuse and command in reuse and importance_of(reuse[command]) == importance_of({"command": command}, True):
             results["runs"][name] = reuse[command]
             print(json.dumps({name: "reused a recorded run with this command"}), flush=True)
             continue
         timing = run(cmd, work / f"{name}.log")
-        row = {"description": desc, **timing, **evaluate(str(out), teacher_dir, blocks), "command": command}
+        row = {"description": desc, **timing, **evaluate(str(out), teacher_dir, blocks), "command": command,
+               "importance": importance_of({"command": command}, True)}
         results["runs"][name] = row
         print(json.dumps({name: {k: v for k, v in row.items() if k != "command"}}), flush=True)
         Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
     write_markdown(results, _markdown_path(args.out))
     return results
+
+
+def importance_of(row: dict, now: bool = False) -> str:
+    """The importance metric a run used: its record, else its --importance flag, else the decoder default of its time
+    (`now`: today's, `default_importance`; rows recorded without the field ran when it was 'sensitivity'). A recorded
+    run is reused only where this matches what its command would run today."""
+    words = row["command"].split()
+    if "--importance" in words:
+        return words[words.index("--importance") + 1]
+    if now:
+        from homodistil_hf.config import default_importance
+
+        return default_importance(causal_lm=True)
+    return row.get("importance", "sensitivity")
 
 
 def _markdown_path(results_path: str) -> Path:
