@@ -40,11 +40,11 @@ VARIANTS = {
                           ["--prune_end", "0.25"]),
     "homodistil_end075": ("HomoDistil with --prune_end 0.75 (targets reached at three quarters of training)",
                           ["--prune_end", "0.75"]),
-    # the per-structure metric (no per-weight buffers): issue 21's candidate for the decoder default
-    "homodistil_taylor": ("HomoDistil with --importance taylor_structure (one score per structure, no per-weight "
-                          "buffers)", ["--importance", "taylor_structure"]),
+    # the per-weight metric, the decoder default until issue 21's measurement made it the per-structure one
+    "homodistil_sensitivity": ("HomoDistil with --importance sensitivity (per weight, PLATON style; the decoder "
+                               "default before issue 21)", ["--importance", "sensitivity"]),
 }
-ABLATIONS = ("homodistil_end025", "homodistil_end075", "homodistil_taylor")  # HomoDistil recipe variants: shown beside it, never a baseline
+ABLATIONS = ("homodistil_end025", "homodistil_end075", "homodistil_sensitivity")  # HomoDistil recipe variants: shown beside it, never a baseline
 
 
 def parse(argv=None):

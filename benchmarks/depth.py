@@ -105,7 +105,38 @@ def latency(work: Path, sentences: list[str], n: int = 200, rounds: int = 5) -> 
            "command": "python benchmarks/depth.py --latency"}
     (ROOT / "benchmarks" / "depth_latency.json").write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out, indent=1))
+    plot(out)
     return out
+
+
+def plot(latency_out: dict) -> None:
+    """Depth or width at one parameter count: STS-B (mean over the seeds run, depth_results.jsonl) against batch-1
+    latency, the teacher beside them; benchmarks/figures/depth_or_width.png."""
+    import statistics
+
+    from benchmarks.helpers import pyplot, save_figure
+
+    plt = pyplot()
+    if plt is None:
+        return
+    rows = [json.loads(line) for line in (ROOT / "benchmarks" / "depth_results.jsonl").read_text().splitlines()]
+    scores = {"depth: 3 layers (homotopic_cosine)": [r["spearman"] for r in rows if r["variant"] == "homotopic_cosine"],
+              "width: 6 layers, same parameters (width_equal)": [r["spearman"] for r in rows
+                                                                 if r["variant"] == "width_equal"],
+              "teacher (6 x 384)": [json.loads((ROOT / "benchmarks" / "results.json").read_text())["teacher"][
+                  "stsb_spearman"]]}
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, values in scores.items():
+        if values and name in latency_out["median_s_per_sentence"]:
+            x = 1000 * latency_out["median_s_per_sentence"][name]
+            ax.errorbar([x], [statistics.fmean(values)], yerr=[statistics.stdev(values) if len(values) > 1 else 0],
+                        marker="o", capsize=3, label=f"{name} (n={len(values)})")
+    ax.set_xlabel("batch-1 latency per sentence (ms, CPU)")
+    ax.set_ylabel("STS-B zero-shot Spearman")
+    ax.set_title("Depth or width at 17.4M parameters (all-MiniLM-L6-v2)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    save_figure(fig, ROOT / "benchmarks" / "figures", "depth_or_width")
 
 
 if __name__ == "__main__":

@@ -164,7 +164,8 @@ def test_auto_settings_by_family(tmp_path):
     from homodistil_hf.config import IMPORTANCE_DECODER, IMPORTANCE_ENCODER
 
     assert HomoDistilConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True).importance == "auto"
-    assert (decoder.args.importance, encoder.args.importance) == (IMPORTANCE_DECODER, IMPORTANCE_ENCODER)
+    assert (decoder.args.importance, encoder.args.importance) == (IMPORTANCE_DECODER, IMPORTANCE_ENCODER) == (
+        "taylor_structure", "sensitivity")
     assert trainer(tiny_decoder("llama"), importance="magnitude").args.importance == "magnitude"
     sharded = HomoDistilConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, fsdp=True)
     sharded.resolve_for_teacher(causal_lm=False)
