@@ -40,12 +40,14 @@ VARIANTS = {
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("variants", nargs="*", choices=list(VARIANTS))
+    p.add_argument("variants", nargs="*", help=f"from: {', '.join(VARIANTS)}")
     p.add_argument("--latency", action="store_true", help="time the seed-42 exports of homotopic_cosine and "
                    "width_equal and the teacher at batch 1 (interleaved); writes benchmarks/depth_latency.json")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--work_dir", default=str(ROOT / "benchmarks" / "_work" / "depth"))
     a = p.parse_args(argv)
+    if unknown := [v for v in a.variants if v not in VARIANTS]:  # (argparse's choices refuse an empty list)
+        p.error(f"unknown variants {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     data = shared_data_dir()
     work = Path(a.work_dir)
     work.mkdir(parents=True, exist_ok=True)
