@@ -31,6 +31,7 @@ def main(argv=None) -> dict:
     from safetensors.torch import load_file
     from transformers import AutoModel, AutoTokenizer
 
+    from benchmarks.helpers import brown_head
     from homodistil_hf.metrics.sentence_similarity import read_stsb, sts_spearman
     from homodistil_hf.testing import minilm_path, shared_data_dir
 
@@ -44,10 +45,7 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     data, work = shared_data_dir(), Path(a.work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    corpus = work / "brown6k.txt"
-    if not corpus.exists():
-        with open(data / "corpus" / "brown.txt") as f:
-            corpus.write_text("".join(line for _, line in zip(range(6000), f)))
+    corpus = brown_head(work / "brown6k.txt")
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false")
     results = {"steps": a.steps, "seed": a.seed, "ranks": 2, "rounds": a.rounds, "runs": {}}

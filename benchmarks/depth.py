@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from transformers import AutoModel, AutoTokenizer  # noqa: E402
 
+from benchmarks.helpers import brown_head  # noqa: E402
 from homodistil_hf.cli.run_distill import main as run_distill  # noqa: E402
 from homodistil_hf.metrics.sentence_similarity import read_stsb, sts_spearman  # noqa: E402
 from homodistil_hf.testing import minilm_path, shared_data_dir  # noqa: E402
@@ -51,10 +52,7 @@ def main(argv=None) -> None:
     data = shared_data_dir()
     work = Path(a.work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    corpus = work / "brown6k.txt"
-    if not corpus.exists():
-        with open(data / "corpus" / "brown.txt") as f:
-            corpus.write_text("".join(line for _, line in zip(range(6000), f)))
+    corpus = brown_head(work / "brown6k.txt")
     s1, s2, gold = read_stsb(data / "glue" / "STS-B" / "dev.tsv")
     if a.latency:
         return latency(work, s1)

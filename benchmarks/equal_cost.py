@@ -29,8 +29,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 # How each method's student changes width over a run (the sweep's methods: benchmarks/sweep.py).
-SCHEDULES = {"homodistil": ("cubic", 0.0, None), "oneshot_sensitivity": ("oneshot", 0.1, None),
-             "oneshot_activation": ("oneshot", 0.1, None), "truncate": ("truncate", 0.0, None)}
+SCHEDULES = {"homodistil": ("cubic", 0.0), "oneshot_sensitivity": ("oneshot", 0.1),
+             "oneshot_activation": ("oneshot", 0.1), "truncate": ("truncate", 0.0)}
 
 
 def forward_flops_per_token(teacher_config, shape, seq: int) -> float:
@@ -71,7 +71,7 @@ def run_flops(teacher_config, target, method: str, steps: int, tokens: int, seq:
     from homodistil_hf.config import default_prune_end, resolve_step
     from homodistil_hf.pruning.schedule import WidthSchedule
 
-    kind, start, _ = SCHEDULES[method]
+    kind, start = SCHEDULES[method]
     if kind == "oneshot" and oneshot_start is not None:
         start = oneshot_start
     initial = shape_of(teacher_config)
@@ -109,17 +109,12 @@ def equal_steps(teacher_config, target, method: str, budget: float, tokens: int,
 def measure_wall(a, target: list[int], work: Path) -> dict:
     """Training seconds of each method's run (SCHEDULES, the sweep's flags: benchmarks/sweep.py METHODS), timed in
     lock-step, and each over HomoDistil's."""
+    from benchmarks.helpers import brown_head
     from benchmarks.lockstep import Lockstep, distill_in_thread
     from benchmarks.sweep import METHODS
 
     work.mkdir(parents=True, exist_ok=True)
-    train = a.train_file
-    if train is None:
-        from homodistil_hf.testing import shared_data_dir
-
-        train = work / "train.txt"
-        with open(shared_data_dir() / "corpus" / "brown.txt") as f:
-            train.write_text("".join(line for _, line in zip(range(6000), f)))
+    train = a.train_file or brown_head(work / "train.txt")
     argvs = {m: ["--teacher_name_or_path", a.teacher, "--train_file", str(train), "--output_dir", str(work / m),
                  "--overwrite_output_dir", "--max_steps", str(a.steps), "--per_device_train_batch_size",
                  str(a.batch), "--max_seq_length", str(a.seq), "--learning_rate", "2e-4", "--seed", "42",

@@ -15,6 +15,16 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
+def brown_head(path: Path, lines: int = 6000) -> Path:
+    """`path` holding the first `lines` lines of the shared brown.txt (the benchmarks' training text), written once."""
+    if not path.exists():
+        from homodistil_hf.testing import shared_data_dir
+
+        with open(shared_data_dir() / "corpus" / "brown.txt") as f:
+            path.write_text("".join(line for _, line in zip(range(lines), f)))
+    return path
+
+
 # --- run records ------------------------------------------------------------------------------------------------------
 def eval_history(log_history: list[dict]) -> list[dict]:
     """Evaluation entries merged by step: eval_loss, eval_loss_hidden, eval_loss_attn (the teacher-student
