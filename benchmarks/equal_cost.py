@@ -91,9 +91,9 @@ def run_flops(teacher_config, target, method: str, steps: int, tokens: int, seq:
     schedule = WidthSchedule(initial, target, first, max(end, first), every, kind)
     widths, total = initial, 0.0
     for step in range(steps):
-        if schedule.is_pruning_step(step):  # the Trainer prunes before the step's update: this step is the new size
-            widths = schedule.widths_at(step)
         total += tokens * (3 * student(widths) + teacher)
+        if schedule.is_pruning_step(step):  # pruned after the step's backward (on_pre_optimizer_step): the next
+            widths = schedule.widths_at(step)  # step is the first at the new widths
     return total
 
 
@@ -189,6 +189,10 @@ def report(cost_path: Path, results_path: Path, out_md: Path, fig_dir: Path) -> 
         parts = [f"{k.replace('_', ' ')}: {x['margin']:+.3f} vs {x['best_baseline']} "
                  f"({'beyond' if x['ahead_beyond_spread'] else 'within'} the spread)" for k, x in v.items() if x]
         lines.append(f"- {name}: " + "; ".join(parts))
+    decoder_lines, decoder_verdict = decoder_report(HERE / "equal_cost_decoder.json", HERE / "decoder_sweep.json",
+                                                    HERE / "decoder_equal_cost.json")
+    lines += decoder_lines
+    verdict.update(decoder_verdict)
     plt = pyplot()
     figure = {}
     if plt is not None and points:
@@ -210,6 +214,68 @@ def report(cost_path: Path, results_path: Path, out_md: Path, fig_dir: Path) -> 
         lines += ["", f"![quality against cost]({figure['equal_cost']})"]
     out_md.write_text("\n".join(lines) + "\n")
     return verdict
+
+
+def decoder_report(cost_path: Path, sweep_path: Path, equal_path: Path) -> tuple[list[str], dict]:
+    """The decoder levels (SmolLM2-135M, `benchmarks/decoder_sweep.py`): HomoDistil's 120-step cell against each
+    one-shot baseline at equal steps (the sweep's cells) and at equal FLOPs (`equal_path`: the baselines rerun for the
+    steps `equal_cost_decoder.json` gives them), held-out perplexity mean ± sd over seeds; lines and verdicts."""
+    if not (cost_path.is_file() and sweep_path.is_file()):
+        return [], {}
+    cost, sweep = json.loads(cost_path.read_text()), json.loads(sweep_path.read_text())
+    equal = json.loads(equal_path.read_text()) if equal_path.is_file() else {"levels": {}, "cells": {}}
+
+    def ran(record, name):  # the steps a level of a decoder_sweep.py file ran
+        return record["levels"].get(name, {}).get("steps", record.get("steps"))
+    from benchmarks.sweep import lead
+
+    def stat(cell):
+        return (cell["heldout_ppl_mean"], cell["heldout_ppl_sd"], len(cell["seeds"])) if cell else None
+
+    lines = ["", "## Decoder: SmolLM2-135M-Instruct, one-shot baselines given HomoDistil's FLOPs", "",
+             f"HomoDistil: the decoder sweep's {cost['steps']}-step cells ([`decoder_sweep.json`](decoder_sweep.json), "
+             "today's decoder defaults); the baselines at equal steps are the same sweep's cells, at equal cost they "
+             "train for the steps whose FLOPs reach HomoDistil's ([`equal_cost_decoder.json`](equal_cost_decoder.json)"
+             ": `python benchmarks/equal_cost.py --teacher <converted SmolLM2 folder> --steps 120 --batch 4 --seq 128 "
+             "--levels '50%=384,6,2,1024;25%=270,3,1,720' --oneshot_start 10 --out benchmarks/equal_cost_decoder.json`: one-shot prunes at step 10, as in the sweep), runs in "
+             "[`decoder_equal_cost.json`](decoder_equal_cost.json) (`python benchmarks/decoder_sweep.py --levels L "
+             "--steps S --variants oneshot_sensitivity,oneshot_activation --out benchmarks/decoder_equal_cost.json "
+             "--work_dir benchmarks/_work/decoder_equal_cost`). Matched by FLOPs only: training time was not measured "
+             "in lock-step for the decoder. Held-out perplexity (lower is better), mean ± sd (n seeds).", "",
+             "| level | baseline | FLOPs at equal steps | steps at equal cost | perplexity at equal steps | "
+             "perplexity at equal cost | HomoDistil | lead at equal steps | lead at equal cost |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    verdict = {}
+    for name, level in cost["levels"].items():
+        ours = stat(sweep["cells"].get(f"{name}/homodistil"))
+        if ours is None or ran(sweep, name) != cost["steps"]:
+            continue
+        same, at_cost = {}, {}
+        for method, n in level["equal_cost_steps"].items():
+            if method == "truncate":
+                continue
+            at_n = equal["cells"].get(f"{name}/{method}") if ran(equal, name) == n else None
+            cells = (stat(sweep["cells"].get(f"{name}/{method}")), stat(at_n))
+            row = [name, method, f"{level['ratio_to_homodistil'][method]:.3f}", str(n)]
+            row += [f"{c[0]:.1f} ± {c[1]:.1f} (n={c[2]})" if c else "not run" for c in cells]
+            row.append(f"{ours[0]:.1f} ± {ours[1]:.1f} (n={ours[2]})")
+            for c, store in zip(cells, (same, at_cost), strict=True):
+                if c:
+                    store[method] = c[:2]
+                    v = lead(ours[:2], {method: c[:2]}, lower_is_better=True)
+                    row.append(f"{v['margin']:+.1f} ({'beyond' if v['ahead_beyond_spread'] else 'within'} the spread)")
+                else:
+                    row.append("–")
+            lines.append("| " + " | ".join(row) + " |")
+        verdict[f"decoder {name}"] = {
+            "equal_steps": lead(ours[:2], same, lower_is_better=True) if same else None,
+            "equal_cost": lead(ours[:2], at_cost, lower_is_better=True) if at_cost else None}
+    lines += ["", "Verdict against the best baseline of each level (perplexity margin, positive = HomoDistil lower):", ""]
+    for name, v in verdict.items():
+        parts = [f"{k.replace('_', ' ')}: {x['margin']:+.1f} vs {x['best_baseline']} "
+                 f"({'beyond' if x['ahead_beyond_spread'] else 'within'} the spread)" for k, x in v.items() if x]
+        lines.append(f"- {name}: " + "; ".join(parts))
+    return lines, verdict
 
 
 def main(argv=None) -> dict:
@@ -256,6 +322,11 @@ def main(argv=None) -> dict:
             out["levels"][name]["wall"] = measure_wall(a, numbers, Path(a.work_dir) / name)
         print(json.dumps({name: {k: v for k, v in out["levels"][name].items() if k != "flops"}}), flush=True)
     if a.out:
+        if not a.wall and Path(a.out).is_file():  # a count-only rerun keeps the training times measured before
+            before = json.loads(Path(a.out).read_text()).get("levels", {})
+            for name, level in out["levels"].items():
+                if "wall" in before.get(name, {}):
+                    level["wall"] = before[name]["wall"]
         Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
     return out
 

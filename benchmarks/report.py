@@ -85,8 +85,11 @@ def _header(meta: dict) -> list[str]:
       "(decoder_sweep.md), `python benchmarks/decoder_sweep.py`: two sizes, several seeds), the per-structure vs "
       "per-weight importance "
       "comparison ([`structure_importance.json`](structure_importance.json), `python benchmarks/structure_importance"
-      ".py`), the GPU check (`bash benchmarks/gpu_check.sh`) and issue 12's sweep (`python benchmarks/run.py --only "
-      "sweep`).\n")
+      ".py`), equal cost ([`equal_cost.md`](equal_cost.md), `python benchmarks/equal_cost.py --report`: encoder and "
+      "decoder baselines given HomoDistil's training cost), depth pruning (MiniLM: `python benchmarks/depth.py`, "
+      "[`depth_results.jsonl`](depth_results.jsonl); SmolLM2: [`depth_decoder.md`](depth_decoder.md), `python "
+      "benchmarks/depth_decoder.py`), the GPU check (`bash benchmarks/gpu_check.sh`) and issue 12's sweep (`python "
+      "benchmarks/run.py --only sweep`).\n")
     if "part_seconds" in meta:
         w("Wall time of each part (its last invocation; a re-run reuses finished runs, so this is the new work "
           "only): " + ", ".join(

@@ -94,6 +94,7 @@ class CompactionMixin:
     _first_runtime = 0.0
     _epoch_open = False
     _pruner_loaded_from: str | None = None
+    _stop_asked = False  # another callback's stop, on the step the compaction is due
 
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
         pruner = self.pruner
@@ -111,6 +112,18 @@ class CompactionMixin:
             self._compact_for_resume(str(resume_from_checkpoint))
         handler = self.callback_handler
         events = {name: getattr(handler, name) for name in ("on_train_begin", "on_epoch_begin", "on_epoch_end")}
+        call_event = handler.call_event
+        self._stop_asked = pruner.compaction_due = False  # (a run that raised before its compaction left it set)
+
+        def call_event_keeping_stops_apart(event, args, state, control, **kw):
+            # Once the compaction is due the loop stops after this step for it; a stop any other callback asks for
+            # (on this step's events: early stopping, a time limit) is kept apart and ends the run instead.
+            if pruner.compaction_due:
+                control.should_training_stop = self._stop_asked
+            control = call_event(event, args, state, control, **kw)
+            if pruner.compaction_due:
+                self._stop_asked, control.should_training_stop = control.should_training_stop, True
+            return control
 
         def on_train_begin(args, state, control, **kw):  # the second loop: the pruning callback only (it rebinds)
             if not self._continuing:
@@ -137,6 +150,7 @@ class CompactionMixin:
 
         handler.on_train_begin, handler.on_epoch_begin, handler.on_epoch_end = (on_train_begin, on_epoch_begin,
                                                                               on_epoch_end)
+        handler.call_event = call_event_keeping_stops_apart
         try:
             output = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
             if self._compacts_now():
@@ -160,12 +174,14 @@ class CompactionMixin:
         finally:
             for name, event in events.items():
                 setattr(handler, name, event)
+            handler.call_event = call_event
             self._continuing = False
         return output
 
     def _compacts_now(self) -> bool:
-        """Whether the loop stopped for the compaction (and steps remain to train the compact student)."""
-        return self.pruner.compaction_due and self.state.global_step < self.state.max_steps
+        """Whether the loop stopped for the compaction (steps remain to train the compact student, and no other
+        callback asked the run to stop: then it ends here, masked, and its export is the same compact model)."""
+        return self.pruner.compaction_due and self.state.global_step < self.state.max_steps and not self._stop_asked
 
     def _finalize_training(self, trial, num_train_samples, start_time):
         """The first loop ends without the end of training (no summary log, no checkpoint clean-up, no

@@ -264,3 +264,32 @@ def test_ddp_compaction_benchmark_runs_both_modes(tmp_path):
     assert result["wall_ratio"] == pytest.approx(result["runs"]["auto"]["wall_s"] / result["runs"]["masks"]["wall_s"],
                                                  abs=1e-3)
     assert result["export_max_abs_diff"] < 1e-2  # the same student, up to the order of fp32 sums
+
+
+def test_depth_decoder_benchmark_runs_speeds_and_reports(tmp_path, monkeypatch):
+    """benchmarks/depth_decoder.py on a tiny 2-layer Llama (the variants cut to 1 layer): homotopic and one-shot
+    runs record perplexity, KL, the kept teacher layer and the shape; --speed times the exports beside the teacher;
+    --report writes the table with a row per variant."""
+    from benchmarks import depth_decoder
+    from homodistil_hf.testing import save_tiny_decoder
+
+    teacher = save_tiny_decoder(tmp_path / "teacher", "llama")
+    corpus = write_corpus(tmp_path / "corpus.txt", n_lines=80)
+    one = ["--target_num_hidden_layers", "1", "--prune_every", "1"]
+    monkeypatch.setattr(depth_decoder, "VARIANTS", {
+        "homotopic": [*one, "--layer_importance", "cosine"],
+        "oneshot_last": [*one, "--layer_importance", "last", "--pruning_schedule", "oneshot", "--prune_start", "2"]})
+    common = ["--quick", "--teacher", str(teacher), "--corpus", str(corpus), "--work_dir", str(tmp_path / "work"),
+              "--steps", "4", "--batch", "2", "--seq", "16"]
+    depth_decoder.main(["homotopic", "oneshot_last", *common])
+    rows = [json.loads(x) for x in (tmp_path / "work" / "depth_decoder.jsonl").read_text().splitlines()]
+    assert [r["variant"] for r in rows] == ["homotopic", "oneshot_last"]
+    for r in rows:
+        assert r["layers"] == 1 and len(r["kept_layers"]) == 1 and r["heldout_ppl"] > 1 and r["kl_to_teacher"] > 0
+    assert rows[1]["kept_layers"] == [0]  # the last layer removed
+    speed = depth_decoder.main(["--speed", *common])
+    assert set(speed["tokens_per_s"]) == {"teacher", "homotopic", "oneshot_last"} and speed["layers"]["homotopic"] == 1
+    depth_decoder.main(["--report", *common])
+    table = (tmp_path / "work" / "depth_decoder.md").read_text()
+    assert "| homotopic | 1 |" in table and "| oneshot_last | 1 |" in table and "| teacher | 2 |" in table
+    assert "width-only" not in table  # the decoder sweep's cells join only a report on their own held-out text

@@ -143,6 +143,47 @@ def test_pruning_done_at_the_last_step_needs_no_second_loop(tmp_path, monkeypatc
     assert (tmp_path / "out" / "model.safetensors").is_file()
 
 
+class StopWhenPruned(TrainerCallback):
+    """Asks the run to stop on the step its pruning ends (the step the compaction is due), in `event`."""
+
+    def __init__(self, trainer, event: str):
+        self.trainer, self.steps = trainer, []
+        setattr(self, event, self._stop)
+
+    def _stop(self, args, state, control, **kwargs):
+        if self.trainer.pruner.done and not self.steps:
+            self.steps.append(state.global_step)
+            control.should_training_stop = True
+
+
+@pytest.mark.parametrize("where", ["last:on_pre_optimizer_step", "first:on_step_end", "last:on_log"])
+def test_a_stop_asked_on_the_compaction_step_ends_the_run(tmp_path, monkeypatch, where):
+    """Another callback (early stopping, a time limit) asks to stop on the very step the compaction is due, before
+    or after the pruning callback: the run ends there as any run does (one end of training, one summary), the
+    student masked, its export the compact stock model; no second loop, no hand-off left."""
+    monkeypatch.setattr(compaction, "compacts_after_pruning", lambda args, fsdp=False: True)
+    order, event = where.split(":")
+    args = config("llama", str(tmp_path / "out"), world=1)
+    args.logging_steps = 1
+    trainer = HomoDistilTrainer(teacher=teacher("llama"), args=args, train_dataset=dataset("llama"),
+                                data_collator=default_data_collator)
+    stopper, events = StopWhenPruned(trainer, event), Events()
+    if order == "first":
+        trainer.callback_handler.callbacks.insert(0, stopper)
+    else:
+        trainer.add_callback(stopper)
+    trainer.add_callback(events)
+    output = trainer.train()
+    assert stopper.steps and output.global_step < args.max_steps  # (stopped, and before any compaction below)
+    assert trainer.pruner.done and not trainer.pruner.physical and not trainer.pruner.compaction_due
+    assert [e for e in events.names if e.startswith("train_")] == ["train_begin", "train_end"]
+    assert sum(e.startswith("summary@") for e in events.names) == 1
+    assert not (tmp_path / "out" / compaction.HANDOFF).exists()
+    trainer.save_model()
+    weights = load_file(tmp_path / "out" / "model.safetensors")
+    assert weights["model.layers.0.mlp.down_proj.weight"].shape[1] == args.target_intermediate_size
+
+
 @pytest.mark.parametrize("overrides", [
     # epochs: 10 steps each, pruning done inside the first; evaluation and checkpoints at the ends of epochs
     dict(max_steps=20, eval_strategy="epoch", save_strategy="epoch", save_total_limit=1),

@@ -82,12 +82,12 @@ class PruningCallback(TrainerCallback):
             self.request_compaction(control)
 
     def request_compaction(self, control) -> None:
-        """Masks under several processes, pruning done: stop the Trainer's loop after this step, so that
-        `HomoDistilTrainer.train` compacts the student on every rank and trains on (`compaction.py`)."""
+        """Masks under several processes, pruning done: `HomoDistilTrainer.train` stops the Trainer's loop after this
+        step, compacts the student on every rank and trains on (`compaction.py`, which sets the loop's stop flag and
+        keeps apart a stop that another callback asks for)."""
         if not self.pruner.compaction_due:
             logger.info("pruning done: the student is compacted after this step, then training goes on")
         self.pruner.compaction_due = True
-        control.should_training_stop = True
 
     def depth_step(self, step: int) -> None:
         """Choose the layers to remove at the start of the window; remove them once their factor is 0."""
