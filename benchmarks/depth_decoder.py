@@ -196,8 +196,20 @@ def report(results: Path, md: Path, speed_path: Path, teacher_path: Path) -> dic
         if name in rows:
             r = rows[name]
             add(name, r, r[0]["layers"], ", ".join(map(str, r[0]["shape"])))
-        if name == "oneshot_last_25" and width25:
+        if name == "oneshot_last_25" and width25 and any(v.endswith("_25") for v in rows):
             add("width-only 25% (decoder sweep's homodistil)", width25, 30, "270, 3, 1, 720")
+    from benchmarks.sweep import lead
+
+    for ours, baselines in (("homotopic", ("oneshot_cosine", "oneshot_last")),
+                            ("homotopic_25", ("oneshot_cosine_25", "oneshot_last_25"))):
+        found = {b: rows[b] for b in baselines if b in rows}
+        if ours in rows and found:
+            v = lead(mean_sd([r["heldout_ppl"] for r in rows[ours]]),
+                     {b: mean_sd([r["heldout_ppl"] for r in runs]) for b, runs in found.items()}, lower_is_better=True)
+            lines += ["", f"{ours} against the best layer-removal baseline, {v['best_baseline']}: perplexity margin "
+                      f"{v['margin']:+.1f} (positive = the fade lower), seed spread {v['spread']:.1f}: "
+                      + ("ahead beyond the spread." if v["ahead_beyond_spread"] else
+                         "behind beyond the spread." if -v["margin"] > v["spread"] > 0 else "within the spread.")]
     md.write_text("\n".join(lines) + "\n")
     return rows
 

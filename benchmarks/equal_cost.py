@@ -260,7 +260,9 @@ def decoder_report(cost_path: Path, sweep_path: Path, equal_path: Path) -> tuple
             row += [f"{c[0]:.1f} ± {c[1]:.1f} (n={c[2]})" if c else "not run" for c in cells]
             row.append(f"{ours[0]:.1f} ± {ours[1]:.1f} (n={ours[2]})")
             for c, store in zip(cells, (same, at_cost), strict=True):
-                if c:
+                if c and c[2] < 2:  # one seed has no spread: shown, not judged
+                    row.append(f"{c[0] - ours[0]:+.1f} (one seed)")
+                elif c:
                     store[method] = c[:2]
                     v = lead(ours[:2], {method: c[:2]}, lower_is_better=True)
                     row.append(f"{v['margin']:+.1f} ({'beyond' if v['ahead_beyond_spread'] else 'within'} the spread)")

@@ -293,3 +293,22 @@ def test_depth_decoder_benchmark_runs_speeds_and_reports(tmp_path, monkeypatch):
     table = (tmp_path / "work" / "depth_decoder.md").read_text()
     assert "| homotopic | 1 |" in table and "| oneshot_last | 1 |" in table and "| teacher | 2 |" in table
     assert "width-only" not in table  # the decoder sweep's cells join only a report on their own held-out text
+
+
+def test_equal_cost_counts_a_pruning_step_at_the_widths_it_ran():
+    """benchmarks/equal_cost.py's FLOPs count: the Trainer prunes after a step's backward (on_pre_optimizer_step), so
+    the pruning step itself costs the old widths and the next step is the first at the new ones; truncation costs
+    the target from the first step; one step costs 3 student forwards + 1 teacher forward per token."""
+    from benchmarks.equal_cost import forward_flops_per_token, run_flops
+    from homodistil_hf.arch import shape_of
+    from homodistil_hf.pruning.targets import check_target
+    from homodistil_hf.testing import tiny_config
+
+    config = tiny_config("bert")
+    full = shape_of(config)
+    target = check_target(config, full.hidden // 2, full.heads // 2, full.intermediate // 2)
+    teacher, small = forward_flops_per_token(config, full, 8), forward_flops_per_token(config, target, 8)
+    assert small < teacher
+    oneshot = run_flops(config, target, "oneshot_activation", 5, 2, 8, oneshot_start=2)
+    assert oneshot == pytest.approx(2 * (3 * (3 * teacher + teacher) + 2 * (3 * small + teacher)))  # steps 0-2 | 3-4
+    assert run_flops(config, target, "truncate", 5, 2, 8) == pytest.approx(2 * 5 * (3 * small + teacher))
