@@ -76,7 +76,7 @@ def main(argv=None) -> None:
     if a.report:
         return report(results, results.with_name("depth_decoder.md"), speed_json,
                       results.with_name("depth_decoder_teacher.json"))
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     from homodistil_hf.gguf_teacher import gguf_teacher
 
@@ -101,8 +101,6 @@ def main(argv=None) -> None:
         timing = decoder.run(cmd, work / f"{name}-s{a.seed}.log")
         row = decoder.evaluate(str(out), teacher_dir, blocks)
         info = json.loads((out / "homodistil.json").read_text())
-        from transformers import AutoConfig
-
         config = AutoConfig.from_pretrained(out)
         line = {"variant": name, "seed": a.seed, "heldout_ppl": round(row["heldout_ppl"], 2),
                 "kl_to_teacher": round(row["kl_to_teacher"], 4), "params": row["params"],

@@ -79,9 +79,9 @@ class PruningCallback(TrainerCallback):
             if pruner.done:
                 pruner.importance.close()  # free the score buffers: nothing more to prune
         if pruner.done and pruner.compact_when_done and not pruner.physical:
-            self.request_compaction(control)
+            self.request_compaction()
 
-    def request_compaction(self, control) -> None:
+    def request_compaction(self) -> None:
         """Masks under several processes, pruning done: `HomoDistilTrainer.train` stops the Trainer's loop after this
         step, compacts the student on every rank and trains on (`compaction.py`, which sets the loop's stop flag and
         keeps apart a stop that another callback asks for)."""
