@@ -45,8 +45,13 @@ VARIANTS = {
     # the per-weight metric, the decoder default until issue 21's measurement made it the per-structure one
     "homodistil_sensitivity": ("HomoDistil with --importance sensitivity (per weight, PLATON style; the decoder "
                                "default before issue 21)", ["--importance", "sensitivity"]),
+    # the hidden-state term (issue 20): the encoder's MSE (last flag wins over --extra's cosine), and none at all
+    "homodistil_mse": ("HomoDistil with --hidden_loss mse (the encoder default; decoders default to cosine)",
+                       ["--hidden_loss", "mse"]),
+    "homodistil_no_hidden": ("HomoDistil without the hidden-state term (--alpha_hidden 0)", ["--alpha_hidden", "0"]),
 }
-ABLATIONS = ("homodistil_end025", "homodistil_end075", "homodistil_sensitivity")  # HomoDistil recipe variants: shown beside it, never a baseline
+ABLATIONS = ("homodistil_end025", "homodistil_end075", "homodistil_sensitivity", "homodistil_mse",
+             "homodistil_no_hidden")  # HomoDistil recipe variants: shown beside it, never a baseline
 
 
 def parse(argv=None):

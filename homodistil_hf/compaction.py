@@ -4,13 +4,15 @@ of the run, so that a multi-process run gets cheaper as it prunes, as a single p
 
 How (issue 21's "checkpoint and continue", kept in memory). Once pruning is done, `PruningCallback` stops the
 Trainer's loop after that step; `HomoDistilTrainer.train` then, on every rank alike:
-1. takes the optimizer state by parameter name (`get_optimizer_state_dict`, full tensors; FSDP2: gathered);
+1. takes the optimizer state by parameter name (`get_optimizer_state_dict`, full tensors; FSDP2: gathered one
+   tensor at a time into rank 0's CPU memory, the other ranks keeping none);
 2. takes the student as a plain module (FSDP2: a full copy gathered from the shards; DDP: the module itself) and
    slices it to the pruning state (`Pruner.compact`), the optimizer state following every slice, and the removed
    layers' entries dropped;
 3. writes a hand-off folder (`_homodistil-compaction` in --output_dir: the Trainer's state and each rank's RNG) and
    trains on from it with the compact student: the Trainer wraps it afresh (a new DDP reducer, or a new FSDP2
-   sharding), builds a new optimizer and scheduler and loads their states, skips the batches already seen and
+   sharding), builds a new optimizer and scheduler and loads their states (FSDP2: rank 0 sends the sliced state one
+   tensor at a time and each rank keeps its shard, `broadcast_from_rank0`), skips the batches already seen and
    restores the RNG, as on any resume. The folder is removed when training ends.
 The run's callbacks see one training: the first loop's end (and, when it stopped inside an epoch, that epoch's end)
 and the second loop's start (and that epoch's start again) are not passed on, except the start to the pruning
@@ -19,7 +21,8 @@ loop's summary covers the whole run. A checkpoint of the compaction step itself,
 the masked student.
 
 Costs: during the switch every rank holds a full copy of the student (FSDP2: gathered to the CPU, sliced there, then
-moved to its device) and the full optimizer state (gathered on its device). The second loop skips the batches the
+moved to its device); the full optimizer state (twice the student for Adam) is held once: under FSDP2 in rank 0's
+CPU memory, under DDP by each rank as in training (it is not sharded there). The second loop skips the batches the
 first one trained on by reading them again, as any Trainer resume does: with a streamed (iterable) dataset that means
 reading the first part of the stream again. Optimizers whose state is not shaped like the parameters (Adafactor,
 8-bit) are refused up front with pruning targets (`config.ELEMENTWISE_OPTIMIZERS`).
@@ -200,8 +203,11 @@ class CompactionMixin:
         args, pruner = self.args, self.pruner
         model = self.accelerator.unwrap_model(self.model)
         inner = getattr(self.optimizer, "optimizer", self.optimizer)
-        optim_state = get_optimizer_state_dict(model, inner, options=StateDictOptions(full_state_dict=True))
         sharded = any_sharded(model)
+        # FSDP2: only rank 0 gathers the state, into CPU memory (the others get {}; it is sent back in shards).
+        optim_state = get_optimizer_state_dict(model, inner, options=StateDictOptions(full_state_dict=True,
+                                                                                      cpu_offload=sharded))
+        optim_state = optim_state or {"state": {}, "param_groups": []}
         plain = full_copy(model).train() if sharded else model  # (FSDP2: sliced on the CPU, then moved)
         on_slice, on_drop, rename = optimizer_state_followers(optim_state, plain)
         pruner.listeners, pruner.drop_listeners = [on_slice], [on_drop]
@@ -210,7 +216,7 @@ class CompactionMixin:
         rename()
         if sharded:
             plain.to(args.device)
-        self._handoff = {"optimizer": optim_state, "scheduler": self.lr_scheduler.state_dict()}
+        self._handoff = {"optimizer": optim_state, "scheduler": self.lr_scheduler.state_dict(), "sharded": sharded}
         # The loop's logging state (the loss summed since the last log, ...) carries over to the second loop.
         self._carry = {"_tr_loss": self._tr_loss.detach().clone(), "_total_loss_scalar": self._total_loss_scalar,
                        "_globalstep_last_logged": self._globalstep_last_logged,
@@ -260,7 +266,11 @@ class CompactionMixin:
         model = self.accelerator.unwrap_model(self.model)
         inner = getattr(self.optimizer, "optimizer", self.optimizer)
         # strict=False: a parameter that never had a gradient (e.g. a pooler no loss reads) had no state either.
-        set_optimizer_state_dict(model, inner, self._handoff["optimizer"],
-                                 options=StateDictOptions(full_state_dict=True, strict=False))
+        # FSDP2: rank 0 holds the state and sends it tensor by tensor; every rank keeps its own shard of each.
+        sharded = self._handoff["sharded"]
+        optim_state = self._handoff["optimizer"] if not sharded or torch.distributed.get_rank() == 0 else {}
+        set_optimizer_state_dict(model, inner, optim_state,
+                                 options=StateDictOptions(full_state_dict=True, strict=False,
+                                                          broadcast_from_rank0=sharded))
         self.lr_scheduler.load_state_dict(self._handoff["scheduler"])
         self._handoff = None

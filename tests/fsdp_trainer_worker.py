@@ -82,6 +82,18 @@ def main(family: str, record: str, out: str, save_steps: str = "0", resume: str 
     Pruner.select = recorded_select
     Pruner._broadcast = staticmethod(recorded_broadcast)
 
+    from homodistil_hf.compaction import CompactionMixin
+
+    held, compact_student = [], CompactionMixin._compact_student
+
+    def recorded_compact(self):  # the optimizer state this rank holds for the hand-off (FSDP2: rank 0 only)
+        folder = compact_student(self)
+        held.append(sum(v.numel() for entry in self._handoff["optimizer"]["state"].values()
+                        for v in entry.values() if torch.is_tensor(v) and v.dim() > 0))
+        return folder
+
+    CompactionMixin._compact_student = recorded_compact
+
     args = config(family, out, world=int(os.environ["WORLD_SIZE"]), save_steps=int(save_steps), sharding=sharding)
     trainer = HomoDistilTrainer(teacher=teacher(family), args=args, train_dataset=dataset(family),
                                 data_collator=default_data_collator)
@@ -112,6 +124,7 @@ def main(family: str, record: str, out: str, save_steps: str = "0", resume: str 
         "local_decisions": local,
         "final": trainer.pruner.state.to_dict(),
         "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
+        "handoff_optimizer_numel": held,
     }
     Path(record).mkdir(parents=True, exist_ok=True)
     (Path(record) / f"rank{rank}.json").write_text(json.dumps(info))

@@ -111,6 +111,11 @@ def test_multi_process_pruning_compacts_and_matches_single_process(tmp_path, sha
         assert len(set(r["numel"][:7])) == 1 and len(set(r["numel"][7:])) == 1
         assert r["numel"][7] < r["numel"][0] / 2
     assert not (out / "_homodistil-compaction").exists()  # the hand-off folder is gone once training ends
+    # The sliced optimizer state handed over: under FSDP2 held once, in rank 0's memory (each rank then gets its
+    # shards); under DDP every rank holds its own (replicated) copy, as in training.
+    held = [r["handoff_optimizer_numel"] for r in ranks]
+    assert len(held[0]) == 1 and held[0][0] > 0
+    assert held[1] == ([0] if sharding == "fsdp" else held[0])
 
     # The same scores and decisions on both ranks at every pruning step, each rank's own (before the broadcast).
     assert ranks[0]["scores"] == ranks[1]["scores"] and len(ranks[0]["scores"]) >= 3
