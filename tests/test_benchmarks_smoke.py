@@ -100,8 +100,8 @@ def test_benchmark_pipeline_writes_results(tmp_path, monkeypatch, one_thread):
         assert {"stsb_spearman", "sst2_acc", "mrpc_acc", "rte_acc", "avg"} <= set(data["quality"][v])
         assert data["quality"][v]["params"] < data["teacher"]["params"]
     assert isinstance(data["homodistil_ahead_of_all_baselines"], bool)
-    # the parts before the sweep name the pruning window they were measured with (not the encoder default 0.25)
-    assert all(r["command"].endswith("--prune_end 0.5") for r in data["quality_runs"]["homodistil"].values())
+    # the quality part runs the library's default window (issue 20): no --prune_end in its commands
+    assert not any("--prune_end" in r["command"] for v in VARIANTS for r in data["quality_runs"][v].values())
     speed = data["speed"]
     assert speed["trainer_vs_reference_equal_shape"] > 0 and speed["trainer_vs_reference_pruning_run"] > 0
     assert {"during", "after"} <= set(speed["runs"]["prune"]["phases"])
@@ -312,3 +312,26 @@ def test_equal_cost_counts_a_pruning_step_at_the_widths_it_ran():
     oneshot = run_flops(config, target, "oneshot_activation", 5, 2, 8, oneshot_start=2)
     assert oneshot == pytest.approx(2 * (3 * (3 * teacher + teacher) + 2 * (3 * small + teacher)))  # steps 0-2 | 3-4
     assert run_flops(config, target, "truncate", 5, 2, 8) == pytest.approx(2 * 5 * (3 * small + teacher))
+
+
+def test_quality_rows_of_the_old_window_are_kept_labelled():
+    """Rows the quality part measured with the pinned window move under `quality_old_window` once (not again when
+    today's rows are there) and the README section names them as the old window's."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import quality
+
+    old = {"quality_runs": {"homodistil": {"42": {"command": "python x --prune_end 0.5"}}},
+           "quality": {"homodistil": {"stsb_spearman": 0.788, "avg": 0.6773}, "oneshot_kd": {"stsb_spearman": 0.79,
+                                                                                           "avg": 0.6848}},
+           "quality_seeds": {"stsb_spearman": ["42"], "glue": ["42"]}, "homodistil_margin_vs_best_baseline": -0.0075,
+           "glue": {"homodistil": {}}, "teacher": {"params": 1}}
+    results = json.loads(json.dumps(old))
+    quality.keep_old_window(results)
+    assert set(results) == {"teacher", quality.OLD_WINDOW}
+    assert results[quality.OLD_WINDOW]["quality"] == old["quality"]
+    results["quality_runs"] = {"homodistil": {"42": {"command": "python x"}}}
+    before = json.loads(json.dumps(results))
+    quality.keep_old_window(results)  # today's rows are not moved
+    assert results == before
+    line = "".join(quality.old_window_lines(results))
+    assert "old pruning window" in line and "0.6848" in line and "-0.0075" in line
