@@ -29,6 +29,10 @@ DEPTH = ["--target_num_hidden_layers", "3"]
 # The 3-layer student's backbone parameter count (17,389,824 of the teacher's 22,713,216): the width-only student of
 # the same count answers "depth or width at the same parameter count".
 PARAMS_OF_3_LAYERS = "17389824"
+# Depth and width together: 3 layers at the 192 / 6 / 768 widths of the quality benchmark (7,330,944 parameters),
+# against one-shot removal, the last layers, and all 6 layers at that count.
+WIDTHS = ["--target_hidden_size", "192", "--target_num_attention_heads", "6", "--target_intermediate_size", "768"]
+PARAMS_OF_3_LAYERS_W = "7330944"
 VARIANTS = {
     "homotopic_gate": [*DEPTH, "--layer_importance", "gate"],
     "homotopic_cosine": [*DEPTH, "--layer_importance", "cosine"],
@@ -36,6 +40,10 @@ VARIANTS = {
     "oneshot_cosine": [*DEPTH, "--layer_importance", "cosine", "--pruning_schedule", "oneshot"],
     "oneshot_last": [*DEPTH, "--layer_importance", "last", "--pruning_schedule", "oneshot"],
     "width_equal": ["--target_params", PARAMS_OF_3_LAYERS],  # all 6 layers, every width shrunk by one factor
+    "homotopic_cosine_w": [*DEPTH, *WIDTHS, "--layer_importance", "cosine"],
+    "oneshot_cosine_w": [*DEPTH, *WIDTHS, "--layer_importance", "cosine", "--pruning_schedule", "oneshot"],
+    "oneshot_last_w": [*DEPTH, *WIDTHS, "--layer_importance", "last", "--pruning_schedule", "oneshot"],
+    "width_equal_w": ["--target_params", PARAMS_OF_3_LAYERS_W],
 }
 
 

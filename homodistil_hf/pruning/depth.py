@@ -13,10 +13,10 @@ removing it (`surgery.prune_model` with a `depth` selection) changes nothing. Al
 once, at the start of the pruning window (one scoring, one fade), not one after another.
 
 Scores (one number per layer, smoothed by an EMA with --importance_beta1, over the steps of the importance window):
-- 'gate' (default): the sensitivity of a scalar gate g on the layer's residual branches, |g dL/dg|, with
+- 'cosine' (default, measured best on MiniLM: README, 'Depth'): 1 - cos(layer input, layer output), averaged over
+  tokens (ShortGPT's block influence, Minitron's depth score), measured in the training forward passes;
+- 'gate': the sensitivity of a scalar gate g on the layer's residual branches, |g dL/dg|, with
   g dL/dg = sum over the branches of <dL/dy, y> (y the branch output), taken from the activations' gradients;
-- 'cosine': 1 - cos(layer input, layer output), averaged over tokens (ShortGPT's block influence, Minitron's depth
-  score), measured in the training forward passes;
 - 'last': no score, the last layers go (a baseline).
 The lowest-scored layers go (ties: the later layer first).
 """
