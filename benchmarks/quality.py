@@ -186,9 +186,10 @@ def old_window_lines(results: dict) -> list[str]:
     cells = [f"`{v}` STS-B {fmt(q[v].get('stsb_spearman'), 4)}, avg {fmt(q[v].get('avg'), 4)}" for v in VARIANTS
              if v in q]
     seeds = old.get("quality_seeds", {})
+    glue = f", GLUE of seed {', '.join(seeds['glue'])}" if seeds.get("glue") else ""
     return [f"\nMeasured before with the old pruning window (`--prune_end 0.5` in every command; STS-B over "
-            f"distillation seeds {', '.join(seeds.get('stsb_spearman', []))}, GLUE of seed "
-            f"{', '.join(seeds.get('glue', []))}; kept in results.json under `{OLD_WINDOW}`): " + "; ".join(cells)
+            f"distillation seeds {', '.join(seeds.get('stsb_spearman', []))}{glue}; kept in results.json under "
+            f"`{OLD_WINDOW}`): " + "; ".join(cells)
             + (f"; HomoDistil's margin over the best baseline's avg "
                f"{old['homodistil_margin_vs_best_baseline']:+.4f}." if "homodistil_margin_vs_best_baseline" in old
                else ".")]
