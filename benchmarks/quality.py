@@ -185,7 +185,9 @@ def old_window_lines(results: dict) -> list[str]:
         return []
     cells = [f"`{v}` STS-B {fmt(q[v].get('stsb_spearman'), 4)}, avg {fmt(q[v].get('avg'), 4)}" for v in VARIANTS
              if v in q]
-    seeds = old.get("quality_seeds", {})
+    seeds = old.get("quality_seeds") or {  # (recorded before summarize kept the seeds: read from the rows)
+        "stsb_spearman": sorted({s for v in old.get("quality_runs", {}).values() for s in v}, key=int),
+        "glue": sorted({s for k, v in old.get("glue", {}).items() if k != "teacher" for s in v}, key=int)}
     glue = f", GLUE of seed {', '.join(seeds['glue'])}" if seeds.get("glue") else ""
     return [f"\nMeasured before with the old pruning window (`--prune_end 0.5` in every command; STS-B over "
             f"distillation seeds {', '.join(seeds.get('stsb_spearman', []))}{glue}; kept in results.json under "
