@@ -44,8 +44,11 @@ def recipe_lines(results: dict) -> list[str]:
     rec = results.get("glue_recipe")
     if not rec:
         return []
-    return [f"\nGLUE recipe (every student and the teacher): `run_glue.py`, first {rec['train_samples']} training "
-            f"examples, epochs {rec['epochs']}, batch {rec['batch']}, learning rate {rec['learning_rate']}, "
+    def per_task(value) -> str:  # {"sst2": 2000, ...} -> "2000 (sst2) / ..."
+        return " / ".join(f"{v} ({k})" for k, v in value.items()) if isinstance(value, dict) else str(value)
+
+    return [f"\nGLUE recipe (every student and the teacher): `run_glue.py`, first {per_task(rec['train_samples'])} "
+            f"training examples, epochs {per_task(rec['epochs'])}, batch {rec['batch']}, learning rate {rec['learning_rate']}, "
             f"warm-up 10%, max length {rec['max_seq_length']}, seed {rec['seed']}, evaluated on the {rec['eval']}; "
             "students of distillation seeds "
             f"{', '.join(results.get('quality_seeds', {}).get('glue', []) or ['(first)'])}."]
