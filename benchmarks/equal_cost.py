@@ -185,10 +185,7 @@ def report(cost_path: Path, results_path: Path, out_md: Path, fig_dir: Path) -> 
             lines.append("| " + " | ".join(row) + " |")
         verdict[name] = {"equal_steps": lead(h, same) if same else None, "equal_cost": lead(h, equal) if equal else None}
     lines += ["", "Verdict against the best baseline of each level (margin, and whether it exceeds the larger sd):", ""]
-    for name, v in verdict.items():
-        parts = [f"{k.replace('_', ' ')}: {x['margin']:+.3f} vs {x['best_baseline']} "
-                 f"({'beyond' if x['ahead_beyond_spread'] else 'within'} the spread)" for k, x in v.items() if x]
-        lines.append(f"- {name}: " + "; ".join(parts))
+    lines += verdict_lines(verdict, 3)
     decoder_lines, decoder_verdict = decoder_report(HERE / "equal_cost_decoder.json", HERE / "decoder_sweep.json",
                                                     HERE / "decoder_equal_cost.json")
     lines += decoder_lines
@@ -220,6 +217,8 @@ def decoder_report(cost_path: Path, sweep_path: Path, equal_path: Path) -> tuple
     """The decoder levels (SmolLM2-135M, `benchmarks/decoder_sweep.py`): HomoDistil's 120-step cell against each
     one-shot baseline at equal steps (the sweep's cells) and at equal FLOPs (`equal_path`: the baselines rerun for the
     steps `equal_cost_decoder.json` gives them), held-out perplexity mean ± sd over seeds; lines and verdicts."""
+    from benchmarks.sweep import lead
+
     if not (cost_path.is_file() and sweep_path.is_file()):
         return [], {}
     cost, sweep = json.loads(cost_path.read_text()), json.loads(sweep_path.read_text())
@@ -227,7 +226,6 @@ def decoder_report(cost_path: Path, sweep_path: Path, equal_path: Path) -> tuple
 
     def ran(record, name):  # the steps a level of a decoder_sweep.py file ran
         return record["levels"].get(name, {}).get("steps", record.get("steps"))
-    from benchmarks.sweep import lead
 
     def stat(cell):
         return (cell["heldout_ppl_mean"], cell["heldout_ppl_sd"], len(cell["seeds"])) if cell else None
@@ -273,11 +271,15 @@ def decoder_report(cost_path: Path, sweep_path: Path, equal_path: Path) -> tuple
             "equal_steps": lead(ours[:2], same, lower_is_better=True) if same else None,
             "equal_cost": lead(ours[:2], at_cost, lower_is_better=True) if at_cost else None}
     lines += ["", "Verdict against the best baseline of each level (perplexity margin, positive = HomoDistil lower):", ""]
-    for name, v in verdict.items():
-        parts = [f"{k.replace('_', ' ')}: {x['margin']:+.1f} vs {x['best_baseline']} "
-                 f"({'beyond' if x['ahead_beyond_spread'] else 'within'} the spread)" for k, x in v.items() if x]
-        lines.append(f"- {name}: " + "; ".join(parts))
-    return lines, verdict
+    return lines + verdict_lines(verdict, 1), verdict
+
+
+def verdict_lines(verdict: dict, digits: int) -> list[str]:
+    """One line per level: each comparison's margin over the best baseline and whether it exceeds the spread."""
+    def part(key: str, x: dict) -> str:
+        return (f"{key.replace('_', ' ')}: {x['margin']:+.{digits}f} vs {x['best_baseline']} "
+                f"({'beyond' if x['ahead_beyond_spread'] else 'within'} the spread)")
+    return [f"- {name}: " + "; ".join(part(k, x) for k, x in v.items() if x) for name, v in verdict.items()]
 
 
 def main(argv=None) -> dict:

@@ -207,16 +207,15 @@ class CompactionMixin:
         # FSDP2: only rank 0 gathers the state, into CPU memory (the others get {}; it is sent back in shards).
         optim_state = get_optimizer_state_dict(model, inner, options=StateDictOptions(full_state_dict=True,
                                                                                       cpu_offload=sharded))
-        optim_state = optim_state or {"state": {}, "param_groups": []}
         plain = full_copy(model).train() if sharded else model  # (FSDP2: sliced on the CPU, then moved)
-        on_slice, on_drop, rename = optimizer_state_followers(optim_state, plain)
+        on_slice, on_drop, rename = optimizer_state_followers(optim_state or {"state": {}, "param_groups": []}, plain)
         pruner.listeners, pruner.drop_listeners = [on_slice], [on_drop]
         pruner.compact(plain)
         pruner.listeners, pruner.drop_listeners = [], []
         rename()
         if sharded:
             plain.to(args.device)
-        self._handoff = {"optimizer": optim_state, "scheduler": self.lr_scheduler.state_dict(), "sharded": sharded}
+        self._handoff = {"optimizer": optim_state, "scheduler": self.lr_scheduler.state_dict()}
         # The loop's logging state (the loss summed since the last log, ...) carries over to the second loop.
         self._carry = {"_tr_loss": self._tr_loss.detach().clone(), "_total_loss_scalar": self._total_loss_scalar,
                        "_globalstep_last_logged": self._globalstep_last_logged,
@@ -266,11 +265,9 @@ class CompactionMixin:
         model = self.accelerator.unwrap_model(self.model)
         inner = getattr(self.optimizer, "optimizer", self.optimizer)
         # strict=False: a parameter that never had a gradient (e.g. a pooler no loss reads) had no state either.
-        # FSDP2: rank 0 holds the state and sends it tensor by tensor; every rank keeps its own shard of each.
-        sharded = self._handoff["sharded"]
-        optim_state = self._handoff["optimizer"] if not sharded or torch.distributed.get_rank() == 0 else {}
-        set_optimizer_state_dict(model, inner, optim_state,
+        # FSDP2: rank 0 holds the state (the others {}) and sends it tensor by tensor; every rank keeps its shards.
+        set_optimizer_state_dict(model, inner, self._handoff["optimizer"],
                                  options=StateDictOptions(full_state_dict=True, strict=False,
-                                                          broadcast_from_rank0=sharded))
+                                                          broadcast_from_rank0=any_sharded(model)))
         self.lr_scheduler.load_state_dict(self._handoff["scheduler"])
         self._handoff = None

@@ -88,7 +88,7 @@ def main(family: str, record: str, out: str, save_steps: str = "0", resume: str 
 
     def recorded_compact(self):  # the optimizer state this rank holds for the hand-off (FSDP2: rank 0 only)
         folder = compact_student(self)
-        held.append(sum(v.numel() for entry in self._handoff["optimizer"]["state"].values()
+        held.append(sum(v.numel() for entry in self._handoff["optimizer"].get("state", {}).values()
                         for v in entry.values() if torch.is_tensor(v) and v.dim() > 0))
         return folder
 
