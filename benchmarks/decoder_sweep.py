@@ -39,7 +39,7 @@ RECORDED = ("decoder_results.json", "decoder_results_s43.json")
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--levels", default=None, help=f"comma-separated (default all): {', '.join(LEVELS)}")
+    p.add_argument("--levels", default=None, help=f"comma-separated (default all): {', '.join(LEVELS)}".replace("%", "%%"))
     p.add_argument("--level", action="append", default=[], metavar="NAME=H,HEADS,KV,FFN",
                    help="define or redefine a level's shape (tests: tiny teachers)")
     p.add_argument("--seeds", default=",".join(map(str, SEEDS)))

@@ -121,6 +121,9 @@ def probe_distill(argv) -> dict:
 
 def main(argv=None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(f"usage: memory_probe.py reference|distill ...\n{__doc__}")
+        raise SystemExit(0)
     if not argv or argv[0] not in ("reference", "distill"):
         raise SystemExit("usage: memory_probe.py reference|distill ...")
     return probe_reference(argv[1:]) if argv[0] == "reference" else probe_distill(argv[1:])
