@@ -44,6 +44,9 @@ VARIANTS = {
     "oneshot_cosine_w": [*DEPTH, *WIDTHS, "--layer_importance", "cosine", "--pruning_schedule", "oneshot"],
     "oneshot_last_w": [*DEPTH, *WIDTHS, "--layer_importance", "last", "--pruning_schedule", "oneshot"],
     "width_equal_w": ["--target_params", PARAMS_OF_3_LAYERS_W],
+    # the layers chosen one group at a time on the schedule's curve instead of all at the window's start
+    "homotopic_cosine_seq": [*DEPTH, "--layer_importance", "cosine", "--layer_choice", "sequential"],
+    "homotopic_cosine_w_seq": [*DEPTH, *WIDTHS, "--layer_importance", "cosine", "--layer_choice", "sequential"],
 }
 
 

@@ -44,6 +44,10 @@ VARIANTS = {
     # of the decoder default's half; the layers chosen at step 10 from 10 batches of scores, as the one-shot ones are
     "homotopic_end025": [*DEPTH, "--layer_importance", "cosine", "--prune_end", "0.25"],
     "homotopic_start10": [*DEPTH, "--layer_importance", "cosine", "--prune_start", "10"],
+    # the layers chosen one group at a time on the schedule's curve (--layer_choice sequential), from step 0 or 10
+    "homotopic_seq": [*DEPTH, "--layer_importance", "cosine", "--layer_choice", "sequential"],
+    "homotopic_seq_start10": [*DEPTH, "--layer_importance", "cosine", "--layer_choice", "sequential",
+                              "--prune_start", "10"],
     # depth + width to the sweep's 25% level: widths searched at 15 layers (--target_params with the depth)
     "homotopic_25": [*DEPTH, "--target_params", PARAMS_OF_25, "--layer_importance", "cosine"],
     "oneshot_cosine_25": [*DEPTH, "--target_params", PARAMS_OF_25, "--layer_importance", "cosine", *ONESHOT],

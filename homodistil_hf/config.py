@@ -32,6 +32,7 @@ LOSS_WEIGHTS = ("alpha_mlm", "alpha_pred", "alpha_hidden", "alpha_attn")
 TARGET_FIELDS = ("target_hidden_size", "target_num_attention_heads", "target_intermediate_size",
                  "target_num_key_value_heads", "target_head_dim", "target_num_hidden_layers")
 LAYER_IMPORTANCES = ("gate", "cosine", "last")  # (pruning/depth.py implements them)
+LAYER_CHOICES = ("at_start", "sequential")  # when the layers to remove are chosen (pruning/depth.py)
 # --prune_end left unset: when the targets are reached, by teacher family (measured in benchmarks/, issue 12)
 PRUNE_END_ENCODER, PRUNE_END_DECODER = 0.25, 0.5
 
@@ -253,10 +254,9 @@ class HomoDistilConfig(TrainingArguments):
     )
     target_num_hidden_layers: int | None = field(
         default=None,
-        metadata={"help": "Final number of transformer layers (depth), alone or with the width targets. The layers "
-                  "with the lowest --layer_importance are chosen at --prune_start, their residual branches (and "
-                  "post-LayerNorms) fade to the identity on the pruning schedule, and they are removed at "
-                  "--prune_end. Unset keeps the teacher's depth."},
+        metadata={"help": "Final number of transformer layers (depth), alone or with the width targets: the layers "
+                  "with the lowest --layer_importance fade to the identity (residual branches and post-LayerNorms) "
+                  "and are removed, chosen as --layer_choice says. Unset keeps the teacher's depth."},
     )
     layer_importance: str = field(
         default="cosine",
@@ -265,6 +265,13 @@ class HomoDistilConfig(TrainingArguments):
                   "'Depth'), 'gate' (|g dL/dg| of a scalar gate on the layer's residual branches, EMA-smoothed), or "
                   "'last' (the last layers go: a baseline).",
                   "choices": list(LAYER_IMPORTANCES)},
+    )
+    layer_choice: str = field(
+        default="at_start",
+        metadata={"help": "When the layers to remove are chosen: 'at_start' (all at --prune_start, by the warm-up "
+                  "scores; they fade together on the schedule) or 'sequential' (at each pruning step as many as the "
+                  "schedule's curve says, by the scores so far; each group fades out over one pruning period).",
+                  "choices": list(LAYER_CHOICES)},
     )
     target_params: str | None = field(
         default=None,
@@ -391,6 +398,7 @@ class HomoDistilConfig(TrainingArguments):
             ("pred_loss_positions", PRED_POSITIONS),
             ("teacher_dtype", TEACHER_DTYPES),
             ("layer_importance", LAYER_IMPORTANCES),
+            ("layer_choice", LAYER_CHOICES),
         ):
             if getattr(self, name) not in choices:
                 raise UserError(f"--{name} {getattr(self, name)!r} is not one of {', '.join(c for c in choices if c)}")

@@ -4,6 +4,7 @@ run resumed in the middle of a fade is the uninterrupted run."""
 
 import copy
 import json
+import math
 
 import pytest
 import torch
@@ -313,3 +314,64 @@ def test_decoder_depth_only_run_ends_at_the_target_depth(tmp_path):
     assert model.config.num_hidden_layers == 2 and len(model.config.layer_types) == 2
     assert not info["missing_keys"] and not info["unexpected_keys"]
     assert model.config.hidden_size == 64  # widths untouched
+
+
+def test_depth_schedule_sequential_counts_and_factors():
+    """`--layer_choice sequential`: the count chosen follows the widths' curve one pruning period ahead, reaches every
+    layer to remove by the window's end, and each group's factor falls from 1 to 0 over its period."""
+    from homodistil_hf.arch import Shape
+    from homodistil_hf.pruning.schedule import DepthSchedule, WidthSchedule
+
+    shape = Shape(64, 4, 16, 128, 4)
+    widths = WidthSchedule(shape, shape, 0, 60, 10, "cubic")
+    seq, at_start = DepthSchedule(widths, 15, "sequential"), DepthSchedule(widths, 15, "at_start")
+    counts = [seq.chosen_by(s) for s in range(0, 61, 10)]
+    assert counts == sorted(counts) and counts[0] > 0 and counts[-1] == 15 and len(set(counts)) > 3
+    assert counts[0] == 15 - math.ceil(15 * (5 / 6) ** 3)  # what the curve removed by the next pruning step
+    assert [seq.factor(s) for s in (10, 11, 15, 20, 60, 70)] == pytest.approx([0.0, 0.9, 0.5, 0.0, 0.0, 0.0])
+    assert [seq.is_choice_step(s) for s in (0, 5, 10, 61)] == [True, False, True, True]
+    assert at_start.chosen_by(0) == 15 and at_start.factor(30) == widths.fraction_kept(30)
+    assert seq.new_factor(10) == 1.0 and seq.new_factor(60) == 0.0
+    oneshot = DepthSchedule(WidthSchedule(shape, shape, 0, 60, 10, "oneshot"), 15, "sequential")
+    assert oneshot.chosen_by(0) == 15 and oneshot.new_factor(0) == 0.0
+
+
+@pytest.fixture(scope="module")
+def deep_encoder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("depth4")
+    # No dropout: a masked (identity) layer still draws dropout masks, a removed one does not, so with dropout the
+    # two modes' random streams part at the first removal.
+    teacher = save_tiny_model(root / "teacher", "bert", "mlm", hidden_dropout_prob=0.0,
+                              attention_probs_dropout_prob=0.0, num_hidden_layers=4)
+    return teacher, write_corpus(root / "corpus.txt", 50)
+
+
+SEQUENTIAL = ["--layer_choice", "sequential", "--pruning_schedule", "linear", "--target_num_hidden_layers", "1",
+              "--layer_importance", "cosine"]
+
+
+def test_sequential_choice_resumes_mid_fade_and_masks_equal_physical(deep_encoder, tmp_path, monkeypatch):
+    """4 -> 1 layers one group at a time (linear curve, a pruning step every 2 of 12: one layer chosen at step 2
+    and removed at 4, one chosen at 6 and removed at 8, the last at 10 / 12). The checkpoint at step 8 holds one
+    layer removed and one fading; the resumed run equals the uninterrupted one bit for bit, and masks train as
+    surgery does."""
+    teacher, corpus = deep_encoder
+    losses, kept = {}, {}
+    for mode in ("physical", "masks"):
+        flags = ["--pruning_mode", mode, *SEQUENTIAL]
+        full, cut = tmp_path / mode / "full", tmp_path / mode / "cut"
+        run_distill.main(_flags(teacher, corpus, full, *flags))
+        run_preempted(monkeypatch, _flags(teacher, corpus, cut, *flags))
+        state = json.loads((cut / f"checkpoint-{STOP_AT}" / STATE_FILE).read_text())
+        assert len(state["depth"]) == 3 and len(state["fading"]) == 1, state  # one removed, one on its way
+        run_distill.main(_flags(teacher, corpus, cut, *flags, "--resume_from_checkpoint",
+                                str(cut / f"checkpoint-{STOP_AT}")))
+        a, b = load_file(full / "model.safetensors"), load_file(cut / "model.safetensors")
+        assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) == 0.0
+        info = json.loads((full / "homodistil.json").read_text())
+        kept[mode] = info["kept_from_teacher"]["depth"]
+        assert info["num_layers"] == 1 and set(kept[mode]) < set(state["depth"])
+        history = json.loads((full / "trainer_state.json").read_text())["log_history"]
+        losses[mode] = [h["loss"] for h in history if "loss" in h]
+    assert kept["physical"] == kept["masks"]
+    assert losses["physical"] == pytest.approx(losses["masks"], rel=1e-5)

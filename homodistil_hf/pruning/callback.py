@@ -12,9 +12,10 @@ Events used:
   the step alone, so a resumed run fades exactly as the uninterrupted one).
 - Compaction (masks under several processes): once pruning is done, the loop is stopped after that step and
   `HomoDistilTrainer.train` makes the student physically smaller on every rank, then trains on (`compaction.py`).
-- Depth, in `on_pre_optimizer_step` before the widths: layer scores update in the importance window; at the start of
-  the window the layers to remove are chosen (all at once) and start fading; when the factor reaches 0 (the end of
-  the window) they are removed (physically, their optimizer state dropped) or stay the identity (masks).
+- Depth, in `on_pre_optimizer_step` before the widths: layer scores update in the importance window; the layers to
+  remove are chosen (all at the start of the window, or some at each pruning step: `DepthSchedule`) and start
+  fading; when their factor reaches 0 they are removed (physically, their optimizer state dropped) or stay the
+  identity (masks).
 
 Checkpointing and resuming are done by `HomoDistilTrainer` (the state must be restored before weights load).
 """
@@ -28,7 +29,7 @@ from transformers import TrainerCallback
 from ..config import resolve_step
 from .depth import optimizer_dropper
 from .pruner import Pruner
-from .schedule import WidthSchedule
+from .schedule import DepthSchedule, WidthSchedule
 from .surgery import optimizer_slicer
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class PruningCallback(TrainerCallback):
     def __init__(self, pruner: Pruner):
         self.pruner = pruner
         self.schedule: WidthSchedule | None = None  # fixed at the start of training, once the run's length is known
+        self.depth: DepthSchedule | None = None
 
     def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
         pruner = self.pruner
@@ -49,6 +51,7 @@ class PruningCallback(TrainerCallback):
         end = max(end, start)
         self.schedule = WidthSchedule(pruner.initial, pruner.target, start, end, args.prune_every,
                                       args.pruning_schedule)
+        self.depth = DepthSchedule(self.schedule, pruner.num_layers - pruner.target_layers, args.layer_choice)
         if optimizer is not None and pruner.physical:
             pruner.listeners = [optimizer_slicer(optimizer)]
             pruner.drop_listeners = [optimizer_dropper(optimizer)]
@@ -60,8 +63,8 @@ class PruningCallback(TrainerCallback):
                     pruner.importance.name, "physical" if pruner.physical else "masks")
 
     def on_step_begin(self, args, state, control, **kwargs):
-        if self.schedule is not None and self.pruner.state.fading_layers:
-            self.pruner.set_alpha(self.schedule.fraction_kept(state.global_step))
+        if self.depth is not None and self.pruner.state.fading_layers:
+            self.pruner.set_alpha(self.depth.factor(state.global_step))
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         pruner, step = self.pruner, state.global_step
@@ -90,16 +93,21 @@ class PruningCallback(TrainerCallback):
         self.pruner.compaction_due = True
 
     def depth_step(self, step: int) -> None:
-        """Choose the layers to remove at the start of the window; remove them once their factor is 0."""
-        pruner, schedule = self.pruner, self.schedule
-        if pruner.fader is None or schedule is None or pruner.depth_done or step < schedule.start:
+        """Remove the fading layers once their factor is 0; choose the next layers to remove (`DepthSchedule`)."""
+        pruner, depth = self.pruner, self.depth
+        if pruner.fader is None or depth is None or pruner.depth_done or step < depth.widths.start:
             return
-        if not pruner.layers_chosen:
-            chosen = pruner.choose_layers()
-            pruner.set_alpha(schedule.fraction_kept(step))
-            logger.info("step %d: layers %s chosen for removal (%s), fading out", step, chosen, pruner.fader.metric)
-        if pruner.state.fading_layers and schedule.fraction_kept(step) == 0.0:
+        if pruner.state.fading_layers and depth.factor(step) == 0.0:
             logger.info("step %d: layers %s removed", step, pruner.drop_faded())
+        if not pruner.layers_chosen and depth.is_choice_step(step):
+            count = depth.chosen_by(step) - pruner.layers_removed_or_fading
+            if count > 0:
+                chosen = pruner.choose_layers(count)
+                pruner.set_alpha(depth.new_factor(step))
+                logger.info("step %d: layers %s chosen for removal (%s, %s), fading out", step, chosen,
+                            pruner.fader.metric, depth.choice)
+            if pruner.state.fading_layers and depth.new_factor(step) == 0.0:  # one-shot, or a run resumed late
+                logger.info("step %d: layers %s removed", step, pruner.drop_faded())
 
     def should_prune(self, step: int) -> bool:
         """Whether `step` is a pruning step whose widths differ from the current ones."""

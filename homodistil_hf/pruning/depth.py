@@ -9,8 +9,9 @@ the unnormalised sum z = x + alpha b instead, alpha LN(z) + (1 - alpha) z, is th
 normalised: on all-MiniLM-L6-v2 a first layer at alpha 0.89 put values of 28 (0.5: 53) into the stream, against 7
 to 10 anywhere else, and the attention KL became inf at the next step.) At alpha = 0 the layer computes its input
 exactly, so
-removing it (`surgery.prune_model` with a `depth` selection) changes nothing. All the layers to remove are chosen at
-once, at the start of the pruning window (one scoring, one fade), not one after another.
+removing it (`surgery.prune_model` with a `depth` selection) changes nothing. When layers are chosen and how alpha
+falls is `schedule.DepthSchedule`'s: all at the start of the pruning window (`--layer_choice at_start`, the default:
+one scoring, one fade), or a few at each pruning step by the scores so far (`sequential`).
 
 Scores (one number per layer, smoothed by an EMA with --importance_beta1, over the steps of the importance window):
 - 'cosine' (default, measured best on MiniLM: README, 'Depth'): 1 - cos(layer input, layer output), averaged over

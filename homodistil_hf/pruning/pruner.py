@@ -7,7 +7,7 @@ query/key and value dims of each kept head (where head dims may be pruned), and 
 hidden channels are one set for the whole model. Widths are uniform across layers at every step, so any
 intermediate student is a valid (if unusual) model of its family, and the final one has a stock config.
 
-Depth (`target_layers`): a `LayerFader` scores layers; `choose_layers()` marks the layers to remove (fading),
+Depth (`target_layers`): a `LayerFader` scores layers; `choose_layers(n)` marks the next layers to remove (fading),
 `set_alpha()` fades them, `drop_faded()` removes them at alpha 0 (see `depth.py`). Structure groups are named by
 teacher layer, so scores and statistics stay in teacher coordinates when layers go.
 """
@@ -159,12 +159,22 @@ class Pruner:
         """Whether the layers to remove are known (chosen, or nothing to remove)."""
         return len(self.state.surviving_layers) <= self.target_layers
 
-    def choose_layers(self) -> list[int]:
-        """Mark the lowest-scored layers for removal (they start fading); returns them (teacher layers)."""
-        fading = self.fader.choose(self.state.kept_layers, self.target_layers)
-        self.fader.stop_recording()
-        self.apply(self._broadcast(self.state.with_depth(self.state.kept_layers, fading)))
-        return self.state.fading_layers
+    @property
+    def layers_removed_or_fading(self) -> int:
+        return self.num_layers - len(self.state.surviving_layers)
+
+    def choose_layers(self, count: int | None = None) -> list[int]:
+        """Mark the `count` lowest-scored surviving layers (None: all still to remove) for removal; they start
+        fading. Returns them (teacher layers). Scoring stops once every layer to remove is chosen."""
+        surviving = self.state.surviving_layers
+        left = len(surviving) - self.target_layers
+        count = left if count is None else min(count, left)
+        new = self.fader.choose(surviving, len(surviving) - count)
+        if count >= left:
+            self.fader.stop_recording()
+        before = self.state.fading_layers
+        self.apply(self._broadcast(self.state.with_depth(self.state.kept_layers, before + new)))
+        return sorted(set(self.state.fading_layers) - set(before))  # (rank 0's choice)
 
     def set_alpha(self, alpha: float) -> None:
         """The fading layers' factor (1: unchanged, 0: the identity); removed layers stay at 0 (masks)."""

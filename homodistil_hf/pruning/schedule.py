@@ -64,3 +64,49 @@ class WidthSchedule:
     def importance_window(self) -> tuple[int, int]:
         """Steps during which importance scores must be kept up to date (one pruning period of warm-up)."""
         return max(0, self.start - self.every), self.end
+
+
+@dataclass(frozen=True)
+class DepthSchedule:
+    """When the layers to remove are chosen and how their factor alpha falls (`depth.py` fades and removes them).
+
+    `at_start`: all `to_remove` layers are chosen at the window's start and fade together on the widths' curve
+    (alpha = `fraction_kept`). `sequential`: at each pruning step p, enough more layers are chosen that the count
+    chosen is what the widths' curve has removed by the next pruning step q (rounded like the widths: kept layers
+    round up); they fade linearly from 1 at p to 0 at q and are removed at q. A one-shot schedule chooses all at the
+    start at alpha 0 in both. Every value is a function of the step alone, so a resumed run fades as the
+    uninterrupted one."""
+
+    widths: WidthSchedule
+    to_remove: int
+    choice: str = "at_start"
+
+    def factor(self, step: int) -> float:
+        """The factor of the layers fading at `step` (1: unchanged, 0: the identity)."""
+        w = self.widths
+        if self.choice == "at_start" or w.fraction_kept(step) == 0.0 or step <= w.start:
+            return w.fraction_kept(step)
+        chosen = w.start + (step - 1 - w.start) // w.every * w.every  # the last pruning step before `step`
+        due = min(chosen + w.every, w.end)
+        return max(0.0, (due - step) / (due - chosen))
+
+    def is_choice_step(self, step: int) -> bool:
+        """Whether layers may be chosen at `step` (given that some are still to choose)."""
+        w = self.widths
+        if self.choice == "at_start":
+            return step >= w.start
+        return w.is_pruning_step(step) or step >= w.end
+
+    def chosen_by(self, step: int) -> int:
+        """How many layers in all must have been chosen once `step`'s choice is made."""
+        w = self.widths
+        if self.choice == "at_start" or w.fraction_kept(step) == 0.0:
+            return self.to_remove if step >= w.start else 0
+        nxt = min(step + w.every, w.end)
+        return self.to_remove - min(self.to_remove, math.ceil(self.to_remove * w.fraction_kept(nxt) - 1e-9))
+
+    def new_factor(self, step: int) -> float:
+        """The factor of layers chosen at `step`, until the next step begins (this step's forward ran without them
+        fading): `at_start` the widths' curve, `sequential` 1; 0 once the window is over (they go at once)."""
+        keep = self.widths.fraction_kept(step)
+        return keep if self.choice == "at_start" else float(keep > 0)
