@@ -201,6 +201,25 @@ def test_layer_scores_are_measured_and_rank(metric):
     assert torch.equal(other.ema, fader.ema)
 
 
+def test_removed_layers_take_their_sensitivity_buffers_with_them():
+    """Physical removal mid-window (sequential choice) frees the per-weight importance buffers of the removed layer."""
+    from homodistil_hf.pruning.importance import SensitivityImportance
+
+    model = tiny_decoder("llama", num_hidden_layers=3).train()
+    importance = SensitivityImportance()
+    pruner = Pruner(model, _target(model), importance, physical=True, target_layers=1)
+    inputs = _inputs()
+    model(**inputs, labels=inputs["input_ids"]).loss.backward()
+    importance.step()
+    layer = model.model.layers[1]
+    assert any(p in importance.ema for p in layer.parameters())
+    pruner.apply(pruner.state.with_depth([0, 1, 2], [1]))
+    pruner.drop_faded()
+    live = set(model.parameters())
+    assert importance.ema and set(importance.ema) <= live and set(importance.unc) <= live
+    assert not any(p in importance.ema for p in layer.parameters())
+
+
 def test_state_json_with_depth_and_old_states():
     state = PruningState.full(get_adapter(_model("bert")).shape_of(_model("bert").config), 3)
     assert state.kept_layers == [0, 1, 2] and "depth" not in state.to_dict()  # old checkpoints: all layers
@@ -352,22 +371,30 @@ SEQUENTIAL = ["--layer_choice", "sequential", "--pruning_schedule", "linear", "-
 
 def test_sequential_choice_resumes_mid_fade_and_masks_equal_physical(deep_encoder, tmp_path, monkeypatch):
     """4 -> 1 layers one group at a time (linear curve, a pruning step every 2 of 12: one layer chosen at step 2
-    and removed at 4, one chosen at 6 and removed at 8, the last at 10 / 12). The checkpoint at step 8 holds one
-    layer removed and one fading; the resumed run equals the uninterrupted one bit for bit, and masks train as
-    surgery does."""
+    and removed at 4, one chosen at 6 and removed at 8, the last at 10 / 12). Resumed from the checkpoint at step 8
+    (one layer removed, one fading, layer scores still recorded) and, in masks mode, from the one at step 6 (one
+    removed, none fading: it must stay the identity), the run equals the uninterrupted one bit for bit, layer scores
+    included; masks train as surgery does."""
     teacher, corpus = deep_encoder
     losses, kept = {}, {}
     for mode in ("physical", "masks"):
-        flags = ["--pruning_mode", mode, *SEQUENTIAL]
+        flags = ["--pruning_mode", mode, *SEQUENTIAL, "--save_steps", "2"]
         full, cut = tmp_path / mode / "full", tmp_path / mode / "cut"
         run_distill.main(_flags(teacher, corpus, full, *flags))
         run_preempted(monkeypatch, _flags(teacher, corpus, cut, *flags))
         state = json.loads((cut / f"checkpoint-{STOP_AT}" / STATE_FILE).read_text())
         assert len(state["depth"]) == 3 and len(state["fading"]) == 1, state  # one removed, one on its way
-        run_distill.main(_flags(teacher, corpus, cut, *flags, "--resume_from_checkpoint",
-                                str(cut / f"checkpoint-{STOP_AT}")))
-        a, b = load_file(full / "model.safetensors"), load_file(cut / "model.safetensors")
-        assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) == 0.0
+        resumed = {cut: cut / f"checkpoint-{STOP_AT}"}
+        if mode == "masks":
+            between = json.loads((full / "checkpoint-6" / STATE_FILE).read_text())
+            assert len(between["depth"]) == 3 and not between.get("fading"), between
+            resumed[tmp_path / mode / "cut6"] = full / "checkpoint-6"
+        for out, checkpoint in resumed.items():
+            run_distill.main(_flags(teacher, corpus, out, *flags, "--resume_from_checkpoint", str(checkpoint)))
+            a, b = load_file(full / "model.safetensors"), load_file(out / "model.safetensors")
+            assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) == 0.0, checkpoint
+            scores = [load_file(d / "checkpoint-10" / DEPTH_FILE)["layer_scores"] for d in (full, out)]
+            assert torch.equal(scores[0], scores[1]), checkpoint  # recorded on after the resume, as without it
         info = json.loads((full / "homodistil.json").read_text())
         kept[mode] = info["kept_from_teacher"]["depth"]
         assert info["num_layers"] == 1 and set(kept[mode]) < set(state["depth"])

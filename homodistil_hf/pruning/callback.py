@@ -8,8 +8,8 @@ Events used:
   FSDP2 each rank scores the shard it holds and per-structure sums are all-reduced (see `sharding.py`), so every
   rank computes the same scores; rank 0's decision is broadcast in any case.
 
-- `on_step_begin`: the fading layers' factor for this step's forward passes, `fraction_kept(step)` (a function of
-  the step alone, so a resumed run fades exactly as the uninterrupted one).
+- `on_step_begin`: the fading layers' factor for this step's forward passes, `DepthSchedule.factor(step)` (a
+  function of the step alone, so a resumed run fades exactly as the uninterrupted one).
 - Compaction (masks under several processes): once pruning is done, the loop is stopped after that step and
   `HomoDistilTrainer.train` makes the student physically smaller on every rank, then trains on (`compaction.py`).
 - Depth, in `on_pre_optimizer_step` before the widths: layer scores update in the importance window; the layers to

@@ -1,17 +1,17 @@
 """Homotopic depth pruning: layers are scored while the student trains, the ones chosen for removal fade to the
 identity on the pruning schedule, and are then removed (physically) or stay the identity (masks).
 
-Fading. Each layer chosen for removal gets a factor alpha that falls from 1 to 0 on the width schedule's curve
-(`WidthSchedule.fraction_kept`): every residual branch b of the layer (the modules the adapter's `depth_parts` lists:
-attention and FFN output projections) is scaled by alpha, and in post-LayerNorm encoders each sublayer's output
-LN(x + alpha b) becomes alpha LN(x + alpha b) + (1 - alpha) x, with x the stream entering the sublayer. (Mixing in
-the unnormalised sum z = x + alpha b instead, alpha LN(z) + (1 - alpha) z, is the identity at 0 too, but z is not
-normalised: on all-MiniLM-L6-v2 a first layer at alpha 0.89 put values of 28 (0.5: 53) into the stream, against 7
-to 10 anywhere else, and the attention KL became inf at the next step.) At alpha = 0 the layer computes its input
-exactly, so
-removing it (`surgery.prune_model` with a `depth` selection) changes nothing. When layers are chosen and how alpha
-falls is `schedule.DepthSchedule`'s: all at the start of the pruning window (`--layer_choice at_start`, the default:
-one scoring, one fade), or a few at each pruning step by the scores so far (`sequential`).
+Fading. Each layer chosen for removal gets a factor alpha that falls from 1 to 0 (`DepthSchedule.factor`: on the
+width schedule's curve, or linearly over one pruning period with `--layer_choice sequential`): every residual branch
+b of the layer (the modules the adapter's `depth_parts` lists: attention and FFN output projections) is scaled by
+alpha, and in post-LayerNorm encoders each sublayer's output LN(x + alpha b) becomes alpha LN(x + alpha b) + (1 -
+alpha) x, with x the stream entering the sublayer. (Mixing in the unnormalised sum z = x + alpha b instead, alpha
+LN(z) + (1 - alpha) z, is the identity at 0 too, but z is not normalised: on all-MiniLM-L6-v2 a first layer at
+alpha 0.89 put values of 28 (0.5: 53) into the stream, against 7 to 10 anywhere else, and the attention KL became
+inf at the next step.) At alpha = 0 the layer computes its input exactly, so removing it (`surgery.prune_model` with
+a `depth` selection) changes nothing. When layers are chosen and how alpha falls is `schedule.DepthSchedule`'s: all
+at the start of the pruning window (`--layer_choice at_start`, the default: one scoring, one fade), or a few at each
+pruning step by the scores so far (`sequential`).
 
 Scores (one number per layer, smoothed by an EMA with --importance_beta1, over the steps of the importance window):
 - 'cosine' (default, measured best on MiniLM: README, 'Depth'): 1 - cos(layer input, layer output), averaged over

@@ -118,6 +118,10 @@ class SensitivityImportance(Importance):
     def attach(self, model, groups, coords=None):
         super().attach(model, groups, coords)
         self.params = prunable_parameters(groups)
+        live = set(self.params)
+        for buf in (self.ema, self.unc):  # layers removed physically take their buffers with them
+            for p in [p for p in buf if p not in live]:
+                del buf[p]
 
     @torch.no_grad()
     def step(self) -> None:

@@ -262,6 +262,11 @@ class Pruner:
             self.importance.set_masks(self._axis_masks())  # pruned weights leave running statistics
             if self.fader is not None:  # after the masks: a faded post-norm mixes the masked norm's output
                 self.fader.install(list(range(self.num_layers)))
+                # Removed layers are the identity (alpha 0) from here on, a restored state's too; fading ones keep
+                # theirs (the callback sets it every step).
+                gone = set(range(self.num_layers)) - set(new.kept_layers)
+                self.fader.alpha = {**{t: a for t, a in self.fader.alpha.items() if t in new.fading_layers},
+                                    **dict.fromkeys(gone, 0.0)}
 
     def _cut(self, new: PruningState, listeners: list[SliceListener]) -> None:
         """Slice the (physical) model from `self.state` to `new`; removed layers' parameters go to the drop
@@ -449,7 +454,7 @@ class Pruner:
             self.importance.load_state_dict(load_file(str(folder / IMPORTANCE_FILE)), params)
         if self.fader is not None and (folder / DEPTH_FILE).is_file():
             self.fader.load_state_dict(load_file(str(folder / DEPTH_FILE)))
-        if self.fader is not None and self.state.fading_layers:
+        if self.fader is not None and self.layers_chosen:  # (sequential: scoring goes on until all are chosen)
             self.fader.stop_recording()
 
 
