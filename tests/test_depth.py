@@ -353,6 +353,11 @@ def test_depth_schedule_sequential_counts_and_factors():
     assert seq.new_factor(10) == 1.0 and seq.new_factor(60) == 0.0
     oneshot = DepthSchedule(WidthSchedule(shape, shape, 0, 60, 10, "oneshot"), 15, "sequential")
     assert oneshot.chosen_by(0) == 15 and oneshot.new_factor(0) == 0.0
+    # Chosen once the scores cover a pruning period (they are kept from one period before the window's start).
+    first = {(start, end, kind): DepthSchedule.after_scores(WidthSchedule(shape, shape, start, end, 10, kind), 3).widths.start
+             for start, end, kind in [(0, 60, "cubic"), (4, 60, "linear"), (20, 60, "cubic"), (0, 6, "cubic"),
+                                      (0, 60, "oneshot")]}
+    assert list(first.values()) == [10, 10, 20, 6, 0]
 
 
 @pytest.fixture(scope="module")
@@ -370,11 +375,12 @@ SEQUENTIAL = ["--layer_choice", "sequential", "--pruning_schedule", "linear", "-
 
 
 def test_sequential_choice_resumes_mid_fade_and_masks_equal_physical(deep_encoder, tmp_path, monkeypatch):
-    """4 -> 1 layers one group at a time (linear curve, a pruning step every 2 of 12: one layer chosen at step 2
-    and removed at 4, one chosen at 6 and removed at 8, the last at 10 / 12). Resumed from the checkpoint at step 8
-    (one layer removed, one fading, layer scores still recorded) and, in masks mode, from the one at step 6 (one
-    removed, none fading: it must stay the identity), the run equals the uninterrupted one bit for bit, layer scores
-    included; masks train as surgery does."""
+    """4 -> 1 layers one group at a time (linear curve, a pruning step every 2 of 12; layers are chosen once their
+    scores cover a period, so from step 2: one layer chosen at step 4 and removed at 6, one chosen at 8 and removed
+    at 10, the last at 10 / 12). Resumed from the checkpoint at step 8 (one layer removed, none fading: in masks
+    mode it must stay the identity) and from the one at step 10 (one removed, one fading, one still to choose: the
+    layer scores must go on), the run equals the uninterrupted one bit for bit, layer scores included; masks train
+    as surgery does."""
     teacher, corpus = deep_encoder
     losses, kept = {}, {}
     for mode in ("physical", "masks"):
@@ -382,22 +388,20 @@ def test_sequential_choice_resumes_mid_fade_and_masks_equal_physical(deep_encode
         full, cut = tmp_path / mode / "full", tmp_path / mode / "cut"
         run_distill.main(_flags(teacher, corpus, full, *flags))
         run_preempted(monkeypatch, _flags(teacher, corpus, cut, *flags))
-        state = json.loads((cut / f"checkpoint-{STOP_AT}" / STATE_FILE).read_text())
-        assert len(state["depth"]) == 3 and len(state["fading"]) == 1, state  # one removed, one on its way
-        resumed = {cut: cut / f"checkpoint-{STOP_AT}"}
-        if mode == "masks":
-            between = json.loads((full / "checkpoint-6" / STATE_FILE).read_text())
-            assert len(between["depth"]) == 3 and not between.get("fading"), between
-            resumed[tmp_path / mode / "cut6"] = full / "checkpoint-6"
+        between = json.loads((cut / f"checkpoint-{STOP_AT}" / STATE_FILE).read_text())
+        assert len(between["depth"]) == 3 and not between.get("fading"), between
+        fading = json.loads((full / "checkpoint-10" / STATE_FILE).read_text())
+        assert len(fading["depth"]) == 3 and len(fading["fading"]) == 1, fading
+        resumed = {cut: cut / f"checkpoint-{STOP_AT}", tmp_path / mode / "cut10": full / "checkpoint-10"}
         for out, checkpoint in resumed.items():
             run_distill.main(_flags(teacher, corpus, out, *flags, "--resume_from_checkpoint", str(checkpoint)))
             a, b = load_file(full / "model.safetensors"), load_file(out / "model.safetensors")
             assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) == 0.0, checkpoint
-            scores = [load_file(d / "checkpoint-10" / DEPTH_FILE)["layer_scores"] for d in (full, out)]
+            scores = [load_file(d / "checkpoint-12" / DEPTH_FILE)["layer_scores"] for d in (full, out)]
             assert torch.equal(scores[0], scores[1]), checkpoint  # recorded on after the resume, as without it
         info = json.loads((full / "homodistil.json").read_text())
         kept[mode] = info["kept_from_teacher"]["depth"]
-        assert info["num_layers"] == 1 and set(kept[mode]) < set(state["depth"])
+        assert info["num_layers"] == 1 and set(kept[mode]) < set(fading["depth"])
         history = json.loads((full / "trainer_state.json").read_text())["log_history"]
         losses[mode] = [h["loss"] for h in history if "loss" in h]
     assert kept["physical"] == kept["masks"]

@@ -120,7 +120,9 @@ def test_multi_process_pruning_compacts_and_matches_single_process(tmp_path, sha
     # The same scores and decisions on both ranks at every pruning step, each rank's own (before the broadcast).
     assert ranks[0]["scores"] == ranks[1]["scores"] and len(ranks[0]["scores"]) >= 3
     assert ranks[0]["local_decisions"] == ranks[1]["local_decisions"]
-    assert [d["state"] for d in ranks[0]["decisions"]] == ranks[0]["local_decisions"]
+    # What was applied is what rank 0 decided (a step that chooses layers and prunes widths decides twice).
+    local = iter(ranks[0]["local_decisions"])
+    assert all(any(d["state"] == s for s in local) for d in ranks[0]["decisions"])
     assert ranks[0]["decisions"] == ranks[1]["decisions"]
     assert ranks[0]["final"] == ranks[1]["final"]
 

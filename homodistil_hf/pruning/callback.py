@@ -51,7 +51,8 @@ class PruningCallback(TrainerCallback):
         end = max(end, start)
         self.schedule = WidthSchedule(pruner.initial, pruner.target, start, end, args.prune_every,
                                       args.pruning_schedule)
-        self.depth = DepthSchedule(self.schedule, pruner.num_layers - pruner.target_layers, args.layer_choice)
+        self.depth = DepthSchedule.after_scores(self.schedule, pruner.num_layers - pruner.target_layers,
+                                                args.layer_choice)
         if optimizer is not None and pruner.physical:
             pruner.listeners = [optimizer_slicer(optimizer)]
             pruner.drop_listeners = [optimizer_dropper(optimizer)]

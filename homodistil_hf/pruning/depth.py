@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
@@ -130,9 +131,21 @@ class LayerFader:
     @torch.no_grad()
     def step(self) -> None:
         """Fold the step's values into the EMA (once per optimizer step, after the backward passes): gate |sum of
-        g dL/dg over the accumulation window|, cosine the mean over its tokens."""
+        g dL/dg over the accumulation window|, cosine the mean over its tokens. Under several processes the values
+        are those of the global batch (each rank saw its own micro-batches: sums and counts are all-reduced, the
+        gate's sum averaged like the gradients), so every rank holds the scores a single process would."""
+        sums = torch.zeros(len(self.ema), dtype=torch.float64)
+        counts = torch.zeros(len(self.ema), dtype=torch.float64)
         for t, value in self._sums.items():
-            v = abs(float(value)) if self.metric == "gate" else float(value) / max(self._counts[t], 1)
+            sums[t], counts[t] = float(value), self._counts[t]
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if world > 1:
+            device = next(iter(self._sums.values())).device if self._sums else torch.device("cpu")
+            both = torch.stack([sums, counts]).to(device)
+            dist.all_reduce(both)
+            sums, counts = both.cpu()
+        for t in counts.nonzero().reshape(-1).tolist():
+            v = abs(float(sums[t]) / world) if self.metric == "gate" else float(sums[t] / counts[t])
             self.ema[t] = self.beta * self.ema[t] + (1.0 - self.beta) * v
         self._sums.clear()
         self._counts.clear()
