@@ -40,11 +40,13 @@ VARIANTS = {
     "oneshot_cosine": [*DEPTH, "--layer_importance", "cosine", "--pruning_schedule", "oneshot"],
     "oneshot_last": [*DEPTH, "--layer_importance", "last", "--pruning_schedule", "oneshot"],
     "width_equal": ["--target_params", PARAMS_OF_3_LAYERS],  # all 6 layers, every width shrunk by one factor
-    "homotopic_cosine_w": [*DEPTH, *WIDTHS, "--layer_importance", "cosine"],
+    # (explicit: --layer_choice auto became sequential with width targets after these rows were measured)
+    "homotopic_cosine_w": [*DEPTH, *WIDTHS, "--layer_importance", "cosine", "--layer_choice", "at_start"],
     "oneshot_cosine_w": [*DEPTH, *WIDTHS, "--layer_importance", "cosine", "--pruning_schedule", "oneshot"],
     "oneshot_last_w": [*DEPTH, *WIDTHS, "--layer_importance", "last", "--pruning_schedule", "oneshot"],
     "width_equal_w": ["--target_params", PARAMS_OF_3_LAYERS_W],
-    # the layers chosen one group at a time on the schedule's curve instead of all at the window's start
+    # the layers chosen one group at a time on the schedule's curve instead of all at the window's start (the
+    # default, --layer_choice auto, with width targets)
     "homotopic_cosine_seq": [*DEPTH, "--layer_importance", "cosine", "--layer_choice", "sequential"],
     "homotopic_cosine_w_seq": [*DEPTH, *WIDTHS, "--layer_importance", "cosine", "--layer_choice", "sequential"],
 }

@@ -32,7 +32,7 @@ LOSS_WEIGHTS = ("alpha_mlm", "alpha_pred", "alpha_hidden", "alpha_attn")
 TARGET_FIELDS = ("target_hidden_size", "target_num_attention_heads", "target_intermediate_size",
                  "target_num_key_value_heads", "target_head_dim", "target_num_hidden_layers")
 LAYER_IMPORTANCES = ("gate", "cosine", "last")  # (pruning/depth.py implements them)
-LAYER_CHOICES = ("at_start", "sequential")  # when the layers to remove are chosen (pruning/depth.py)
+LAYER_CHOICES = ("auto", "at_start", "sequential")  # when the layers to remove are chosen (pruning/schedule.py)
 # --prune_end left unset: when the targets are reached, by teacher family (measured in benchmarks/, issue 12)
 PRUNE_END_ENCODER, PRUNE_END_DECODER = 0.25, 0.5
 
@@ -267,10 +267,10 @@ class HomoDistilConfig(TrainingArguments):
                   "choices": list(LAYER_IMPORTANCES)},
     )
     layer_choice: str = field(
-        default="at_start",
-        metadata={"help": "When the layers to remove are chosen: 'at_start' (all at --prune_start, by the warm-up "
-                  "scores; they fade together on the schedule) or 'sequential' (at each pruning step as many as the "
-                  "schedule's curve says, by the scores so far; each group fades out over one pruning period).",
+        default="auto",
+        metadata={"help": "When the layers to remove are chosen: 'at_start' (all at once; they fade together), "
+                  "'sequential' (at each pruning step as many as the schedule's curve says, by the scores so far; each "
+                  "group fades over one pruning period), 'auto' (sequential with width targets, else at_start).",
                   "choices": list(LAYER_CHOICES)},
     )
     target_params: str | None = field(

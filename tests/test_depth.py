@@ -293,7 +293,7 @@ def encoder_setup(tmp_path_factory):
 
 
 @pytest.mark.parametrize("mode, extra", [
-    ("physical", ["--target_hidden_size", "32", "--target_num_attention_heads", "2"]),
+    ("physical", ["--target_hidden_size", "32", "--target_num_attention_heads", "2", "--layer_choice", "at_start"]),
     ("masks", ["--layer_importance", "cosine"]),
 ])
 def test_resume_mid_fade_equals_uninterrupted_run(encoder_setup, tmp_path, monkeypatch, mode, extra):
@@ -358,6 +358,9 @@ def test_depth_schedule_sequential_counts_and_factors():
              for start, end, kind in [(0, 60, "cubic"), (4, 60, "linear"), (20, 60, "cubic"), (0, 6, "cubic"),
                                       (0, 60, "oneshot")]}
     assert list(first.values()) == [10, 10, 20, 6, 0]
+    # --layer_choice auto: sequential when widths are pruned too, at_start for depth alone.
+    assert [DepthSchedule.resolve_choice("auto", w) for w in (True, False)] == ["sequential", "at_start"]
+    assert DepthSchedule.resolve_choice("at_start", True) == "at_start"
 
 
 @pytest.fixture(scope="module")

@@ -51,8 +51,8 @@ class PruningCallback(TrainerCallback):
         end = max(end, start)
         self.schedule = WidthSchedule(pruner.initial, pruner.target, start, end, args.prune_every,
                                       args.pruning_schedule)
-        self.depth = DepthSchedule.after_scores(self.schedule, pruner.num_layers - pruner.target_layers,
-                                                args.layer_choice)
+        choice = DepthSchedule.resolve_choice(args.layer_choice, prunes_widths=pruner.target != pruner.initial)
+        self.depth = DepthSchedule.after_scores(self.schedule, pruner.num_layers - pruner.target_layers, choice)
         if optimizer is not None and pruner.physical:
             pruner.listeners = [optimizer_slicer(optimizer)]
             pruner.drop_listeners = [optimizer_dropper(optimizer)]
