@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
 import homodistil_hf.cli.run_distill as run_distill
 from homodistil_hf.arch import get_adapter, is_norm
-from homodistil_hf.config import HomoDistilConfig
+from homodistil_hf.config import LAYER_CHOICES, HomoDistilConfig
 from homodistil_hf.errors import UserError
 from homodistil_hf.export import export_model
 from homodistil_hf.loading import make_student
@@ -357,7 +357,7 @@ def test_depth_schedule_sequential_counts_and_factors():
     first = {(start, end, kind): DepthSchedule.after_scores(WidthSchedule(shape, shape, start, end, 10, kind), 3).widths.start
              for start, end, kind in [(0, 60, "cubic"), (4, 60, "linear"), (20, 60, "cubic"), (0, 6, "cubic"),
                                       (0, 60, "oneshot")]}
-    assert list(first.values()) == [10, 10, 20, 6, 0]
+    assert list(first.values()) == [10, 14, 20, 6, 0]
     # --layer_choice auto: sequential when widths are pruned too, at_start for depth alone.
     assert [DepthSchedule.resolve_choice("auto", w) for w in (True, False)] == ["sequential", "at_start"]
     assert DepthSchedule.resolve_choice("at_start", True) == "at_start"
@@ -396,8 +396,13 @@ def test_sequential_choice_resumes_mid_fade_and_masks_equal_physical(deep_encode
         fading = json.loads((full / "checkpoint-10" / STATE_FILE).read_text())
         assert len(fading["depth"]) == 3 and len(fading["fading"]) == 1, fading
         resumed = {cut: cut / f"checkpoint-{STOP_AT}", tmp_path / mode / "cut10": full / "checkpoint-10"}
+        plan = load_file(full / "checkpoint-10" / DEPTH_FILE)["plan"].tolist()
+        assert plan == [LAYER_CHOICES.index("sequential"), 2]  # the choice and first choice step, saved
         for out, checkpoint in resumed.items():
-            run_distill.main(_flags(teacher, corpus, out, *flags, "--resume_from_checkpoint", str(checkpoint)))
+            # The checkpoint's plan wins over the flag (a resumed run goes on as it started).
+            other = ["--layer_choice", "at_start"] if out.name == "cut10" else []
+            run_distill.main(_flags(teacher, corpus, out, *flags, *other, "--resume_from_checkpoint",
+                                    str(checkpoint)))
             a, b = load_file(full / "model.safetensors"), load_file(out / "model.safetensors")
             assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) == 0.0, checkpoint
             scores = [load_file(d / "checkpoint-12" / DEPTH_FILE)["layer_scores"] for d in (full, out)]

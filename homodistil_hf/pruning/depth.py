@@ -9,9 +9,9 @@ alpha) x, with x the stream entering the sublayer. (Mixing in the unnormalised s
 LN(z) + (1 - alpha) z, is the identity at 0 too, but z is not normalised: on all-MiniLM-L6-v2 a first layer at
 alpha 0.89 put values of 28 (0.5: 53) into the stream, against 7 to 10 anywhere else, and the attention KL became
 inf at the next step.) At alpha = 0 the layer computes its input exactly, so removing it (`surgery.prune_model` with
-a `depth` selection) changes nothing. When layers are chosen and how alpha falls is `schedule.DepthSchedule`'s: all
-at the start of the pruning window (`--layer_choice at_start`, the default: one scoring, one fade), or a few at each
-pruning step by the scores so far (`sequential`).
+a `depth` selection) changes nothing. When layers are chosen and how alpha falls is `schedule.DepthSchedule`'s: once
+the scores cover a pruning period, all at once (`--layer_choice at_start`: one scoring, one fade), or a few at each
+pruning step by the scores so far (`sequential`); `auto`, the default, picks one by whether widths are pruned too.
 
 Scores (one number per layer, smoothed by an EMA with --importance_beta1, over the steps of the importance window):
 - 'cosine' (default, measured best on MiniLM: README, 'Depth'): 1 - cos(layer input, layer output), averaged over
@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..arch import ArchAdapter
-from ..config import LAYER_IMPORTANCES
+from ..config import LAYER_CHOICES, LAYER_IMPORTANCES
 
 
 class LayerFader:
@@ -55,6 +55,8 @@ class LayerFader:
         self.handles: list[torch.utils.hooks.RemovableHandle] = []
         self._streams: dict[tuple[int, int], torch.Tensor] = {}  # post-LN: the stream entering each sublayer
         self._next: set[tuple[int, int]] = set()  # (layer, sublayer) with a post-norm after the first
+        # (layer choice, first choice step) this run follows: fixed at its start, saved, so a resumed run keeps it
+        self.plan: tuple[str, int] | None = None
 
     # --- hooks ------------------------------------------------------------------------------------------------------
     def install(self, ids: list[int]) -> None:
@@ -134,16 +136,17 @@ class LayerFader:
         g dL/dg over the accumulation window|, cosine the mean over its tokens. Under several processes the values
         are those of the global batch (each rank saw its own micro-batches: sums and counts are all-reduced, the
         gate's sum averaged like the gradients), so every rank holds the scores a single process would."""
-        sums = torch.zeros(len(self.ema), dtype=torch.float64)
-        counts = torch.zeros(len(self.ema), dtype=torch.float64)
-        for t, value in self._sums.items():
-            sums[t], counts[t] = float(value), self._counts[t]
+        device = next(self.model.parameters()).device  # (NCCL reduces GPU tensors only)
+        both = torch.zeros(2, len(self.ema), dtype=torch.float64, device=device)  # [sums; counts] per teacher layer
+        if self._sums:
+            layers = torch.tensor(list(self._sums), device=device)
+            both[0, layers] = torch.stack([v.detach().to(device, torch.float64) for v in self._sums.values()])
+            both[1, layers] = torch.tensor([float(self._counts[t]) for t in self._sums], dtype=torch.float64,
+                                           device=device)
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         if world > 1:
-            device = next(iter(self._sums.values())).device if self._sums else torch.device("cpu")
-            both = torch.stack([sums, counts]).to(device)
             dist.all_reduce(both)
-            sums, counts = both.cpu()
+        sums, counts = both.cpu()  # (one device sync per step)
         for t in counts.nonzero().reshape(-1).tolist():
             v = abs(float(sums[t]) / world) if self.metric == "gate" else float(sums[t] / counts[t])
             self.ema[t] = self.beta * self.ema[t] + (1.0 - self.beta) * v
@@ -170,13 +173,19 @@ class LayerFader:
         self._counts.clear()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"layer_scores": self.ema.clone(), "recording": torch.tensor(int(self.recording))}
+        out = {"layer_scores": self.ema.clone(), "recording": torch.tensor(int(self.recording))}
+        if self.plan is not None:
+            out["plan"] = torch.tensor([LAYER_CHOICES.index(self.plan[0]), self.plan[1]])
+        return out
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
         if "layer_scores" in tensors:
             self.ema = tensors["layer_scores"].to(torch.float64).clone()
         if "recording" in tensors:
             self.recording = bool(int(tensors["recording"])) and self.metric != "last"
+        if "plan" in tensors:
+            choice, first = tensors["plan"].tolist()
+            self.plan = (LAYER_CHOICES[int(choice)], int(first))
 
 
 def optimizer_dropper(optimizer: torch.optim.Optimizer) -> Callable[[list[nn.Parameter]], None]:

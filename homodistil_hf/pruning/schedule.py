@@ -94,14 +94,16 @@ class DepthSchedule:
     @classmethod
     def after_scores(cls, widths: WidthSchedule, to_remove: int, choice: str = "at_start") -> DepthSchedule:
         """Layers are chosen once their scores cover a pruning period: at the window's start when that is at least
-        `every` steps in (scores are kept from one period before it), else at step `every` (or the window's end, if
-        sooner), the fade running from there to the end on the same curve. (The widths do not move before that step
-        either: the curve starts at 1.) A one-shot schedule chooses at its start, when it prunes the widths. On
+        `every` steps in (scores are kept from one period before it), else at the widths' next pruning step, start +
+        `every` (or the window's end, if sooner), the fade running from there to the end on the same curve. (The
+        widths do not move before that step either: the curve starts at 1.) A one-shot schedule chooses at its start,
+        when it prunes the widths, from the scores there are (give it a start of at least `every`, as the
+        benchmarks' one-shot baselines have). On
         SmolLM2-135M, 30 -> 15 layers, choosing at step 0 from one batch gave 132.4 ± 7.0 perplexity, at step 10
         127.6 ± 1.2 (3 seeds; README, 'Depth')."""
         first = widths.start
         if widths.kind != "oneshot" and widths.start < widths.every:
-            first = min(widths.every, widths.end)
+            first = min(widths.start + widths.every, widths.end)  # (the widths' next pruning step)
         return cls(dataclasses.replace(widths, start=first), to_remove, choice)
 
     def factor(self, step: int) -> float:
