@@ -14,8 +14,8 @@ Events used:
   `HomoDistilTrainer.train` makes the student physically smaller on every rank, then trains on (`compaction.py`).
 - Depth, in `on_pre_optimizer_step` before the widths: layer scores update in the importance window; the layers to
   remove are chosen (once the scores cover a pruning period, all at once or some at each pruning step:
-  `DepthSchedule`) and start fading; when their factor reaches 0 they are removed (physically, their optimizer state dropped) or stay the
-  identity (masks).
+  `DepthSchedule`) and start fading; when their factor reaches 0 they are removed (physically, their optimizer
+  state dropped) or stay the identity (masks).
 
 Checkpointing and resuming are done by `HomoDistilTrainer` (the state must be restored before weights load).
 """
@@ -53,16 +53,15 @@ class PruningCallback(TrainerCallback):
         self.schedule = WidthSchedule(pruner.initial, pruner.target, start, end, args.prune_every,
                                       args.pruning_schedule)
         choice = DepthSchedule.resolve_choice(args.layer_choice, prunes_widths=pruner.target != pruner.initial)
-        self.depth = DepthSchedule.after_scores(self.schedule, pruner.num_layers - pruner.target_layers, choice)
+        depth = DepthSchedule.after_scores(self.schedule, pruner.num_layers - pruner.target_layers, choice)
         if pruner.fader is not None:  # a resumed run goes on with the plan it started with (saved with the scores)
-            if pruner.fader.plan is not None:
-                choice, first = pruner.fader.plan
-                if (choice, first) != (self.depth.choice, self.depth.widths.start):
-                    logger.warning("resumed: layers are chosen as the checkpoint's run chose them (%s, from step %d), "
-                                   "not as this run's flags would (%s, from step %d)", choice, first,
-                                   self.depth.choice, self.depth.widths.start)
-                self.depth = DepthSchedule(replace(self.schedule, start=first), self.depth.to_remove, choice)
-            pruner.fader.plan = (self.depth.choice, self.depth.widths.start)
+            saved, planned = pruner.fader.plan, (depth.choice, depth.widths.start)
+            if saved is not None and saved != planned:
+                logger.warning("resumed: layers are chosen as the checkpoint's run chose them (%s, from step %d), "
+                               "not as this run's flags would (%s, from step %d)", *saved, *planned)
+                depth = DepthSchedule(replace(self.schedule, start=saved[1]), depth.to_remove, saved[0])
+            pruner.fader.plan = (depth.choice, depth.widths.start)
+        self.depth = depth
         if optimizer is not None and pruner.physical:
             pruner.listeners = [optimizer_slicer(optimizer)]
             pruner.drop_listeners = [optimizer_dropper(optimizer)]
