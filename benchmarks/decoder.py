@@ -49,9 +49,13 @@ VARIANTS = {
     "homodistil_mse": ("HomoDistil with --hidden_loss mse (the encoder default; decoders default to cosine)",
                        ["--hidden_loss", "mse"]),
     "homodistil_no_hidden": ("HomoDistil without the hidden-state term (--alpha_hidden 0)", ["--alpha_hidden", "0"]),
+    # importance smoothing (issue 20's lever): a longer EMA of the scores (about 20 steps instead of about 7)
+    "homodistil_beta1_095": ("HomoDistil with --importance_beta1 0.95 (scores smoothed over about 20 steps)",
+                             ["--importance_beta1", "0.95"]),
 }
+# HomoDistil recipe variants: shown beside it, never a baseline
 ABLATIONS = ("homodistil_end025", "homodistil_end075", "homodistil_sensitivity", "homodistil_mse",
-             "homodistil_no_hidden")  # HomoDistil recipe variants: shown beside it, never a baseline
+             "homodistil_no_hidden", "homodistil_beta1_095")
 
 
 def parse(argv=None):

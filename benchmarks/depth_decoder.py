@@ -58,6 +58,10 @@ RETIRED = {
     "homotopic_end025_step0": "--prune_end 0.25; layers chosen at step 0, the retired default",
 }
 RESULTS = HERE / "depth_decoder.jsonl"
+# The width-only 25% student's seed-42 export, where the decoder sweep left it (its default --work_dir; the run was
+# recorded as `homodistil_taylor` before taylor_structure became the decoder default): timed by --speed if present.
+WIDTH25_EXPORTS = [HERE / "_work" / "decoder_sweep" / "25-s42" / n for n in ("homodistil", "homodistil_taylor")]
+WIDTH25 = "width-only 25% (decoder sweep's homodistil)"
 
 
 def main(argv=None) -> None:
@@ -91,8 +95,9 @@ def main(argv=None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     source = gguf_teacher(a.teacher)
     teacher_dir = str(source.convert()) if source is not None else str(a.teacher)
-    if a.speed:
-        return speed(work, teacher_dir, speed_json)
+    if a.speed:  # (the width-only export beside them only in a real run: tests time their own models alone)
+        extra = {} if a.quick else {WIDTH25: next((d for d in WIDTH25_EXPORTS if (d / "config.json").is_file()), None)}
+        return speed(work, teacher_dir, speed_json, {k: d for k, d in extra.items() if d is not None})
     split = argparse.Namespace(corpus=a.corpus, heldout_lines=20 if a.quick else 1000, train_lines=None)
     train, held = decoder.split_corpus(split, work)
     blocks = decoder.heldout_blocks(AutoTokenizer.from_pretrained(teacher_dir), held, a.seq, 4 if a.quick else 96)
@@ -122,10 +127,11 @@ def main(argv=None) -> None:
             f.write(json.dumps(line) + "\n")
 
 
-def speed(work: Path, teacher_dir: str, path: Path, prompt: str = "The history of the city begins", new_tokens: int = 64,
-          rounds: int = 5) -> dict:
+def speed(work: Path, teacher_dir: str, path: Path, extra: dict[str, Path] | None = None,
+          prompt: str = "The history of the city begins", new_tokens: int = 64, rounds: int = 5) -> dict:
     """Greedy generation at batch 1 (the same prompt, exactly `new_tokens` new tokens, KV cache on), the seed-42
-    exports and the teacher interleaved round by round; median tokens/s per model, written to `path`."""
+    exports, the `extra` exports (name -> folder) and the teacher interleaved round by round; median tokens/s per
+    model, written to `path`."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -133,6 +139,7 @@ def speed(work: Path, teacher_dir: str, path: Path, prompt: str = "The history o
     fp32 = {"dtype": torch.float32}  # (every model in the precision it trained in)
     models = {"teacher": AutoModelForCausalLM.from_pretrained(teacher_dir, **fp32).eval()}
     models.update({v: AutoModelForCausalLM.from_pretrained(work / f"{v}-s42", **fp32).eval() for v in names})
+    models.update({k: AutoModelForCausalLM.from_pretrained(d, **fp32).eval() for k, d in (extra or {}).items()})
     ids = AutoTokenizer.from_pretrained(teacher_dir)(prompt, return_tensors="pt")["input_ids"]
     times: dict[str, list[float]] = {m: [] for m in models}
     with torch.no_grad():
@@ -204,7 +211,7 @@ def report(results: Path, md: Path, speed_path: Path, teacher_path: Path) -> dic
             add(f"{name} ({RETIRED[name]})" if name in RETIRED else name, r, r[0]["layers"],
                 ", ".join(map(str, r[0]["shape"])))
         if name == "oneshot_last_25" and width25 and any(v.endswith("_25") for v in rows):
-            add("width-only 25% (decoder sweep's homodistil)", width25, 30, "270, 3, 1, 720")
+            add(WIDTH25, width25, 30, "270, 3, 1, 720")
     from benchmarks.sweep import lead
 
     for ours, baselines in (("homotopic", ("oneshot_cosine", "oneshot_last")),
@@ -219,7 +226,42 @@ def report(results: Path, md: Path, speed_path: Path, teacher_path: Path) -> dic
                       + ("ahead beyond the spread." if v["ahead_beyond_spread"] else
                          "behind beyond the spread." if -v["margin"] > v["spread"] > 0 else "within the spread.")]
     md.write_text("\n".join(lines) + "\n")
+    plot(rows, width25, teacher, measured, md.parent / "figures")
     return rows
+
+
+def plot(rows: dict[str, list[dict]], width25: list[dict], teacher: dict, measured: dict, fig_dir: Path) -> None:
+    """Depth or width on the decoder: held-out perplexity (mean ± sd over the seeds) against generation tokens/s of the
+    seed-42 export, at the two parameter counts (about 81M: 15 layers or 30 narrower ones; about 35M: 15 layers and
+    narrower, or 30 layers at the sweep's 25% widths), the teacher beside them; `fig_dir`/depth_or_width_decoder.png."""
+    from benchmarks.helpers import mean_sd, pyplot, save_figure
+
+    plt = pyplot()
+    speeds = measured.get("tokens_per_s", {})
+    if plt is None or not speeds:
+        return
+    points = {"teacher (30 layers)": ([teacher["heldout_ppl"]], "teacher"),
+              # (homotopic_start10 is today's `homotopic` run, with 3 seeds)
+              "depth: 15 layers (homotopic)": ([r["heldout_ppl"] for r in rows.get("homotopic_start10", [])],
+                                               "homotopic_start10"),
+              "width: 30 layers, same params (width_equal)": ([r["heldout_ppl"] for r in rows.get("width_equal", [])],
+                                                             "width_equal"),
+              "depth + width: 15 layers, 25% (homotopic_25)": ([r["heldout_ppl"] for r in rows.get("homotopic_25", [])],
+                                                              "homotopic_25"),
+              "width: 30 layers, 25% (decoder sweep)": ([r["heldout_ppl"] for r in width25], WIDTH25)}
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for label, (values, key) in points.items():
+        if values and key in speeds:
+            mean, sd = mean_sd(values)
+            ax.errorbar([speeds[key]], [mean], yerr=[sd], marker="o", capsize=3, label=f"{label} (n={len(values)})")
+    ax.set_yscale("log")
+    ax.set_xlabel("generation tokens/s (batch 1, greedy, CPU, seed-42 export)")
+    ax.set_ylabel("held-out perplexity (lower is better)")
+    ax.set_title("Depth or width on SmolLM2-135M-Instruct")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig_dir.mkdir(exist_ok=True)
+    save_figure(fig, fig_dir, "depth_or_width_decoder")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ well formed, the README and plots are written. (The real benchmark uses all-Mini
 To stay fast, only the first GLUE fine-tuning is real and the ablation runs copy the `homodistil` run (the code that
 builds their commands and reads their outputs still runs); everything else runs for real on the tiny model."""
 
+import importlib.util
 import json
 import random
 import shutil
@@ -293,6 +294,8 @@ def test_depth_decoder_benchmark_runs_speeds_and_reports(tmp_path, monkeypatch):
     table = (tmp_path / "work" / "depth_decoder.md").read_text()
     assert "| homotopic | 1 |" in table and "| oneshot_last | 1 |" in table and "| teacher | 2 |" in table
     assert "width-only" not in table  # the decoder sweep's cells join only a report on their own held-out text
+    if importlib.util.find_spec("matplotlib"):  # depth or width: perplexity against tokens/s, beside the table
+        assert (tmp_path / "work" / "figures" / "depth_or_width_decoder.png").stat().st_size > 0
 
 
 def test_equal_cost_counts_a_pruning_step_at_the_widths_it_ran():
