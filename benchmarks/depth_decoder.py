@@ -51,6 +51,9 @@ VARIANTS = {
     "homotopic_25": [*DEPTH, "--target_params", PARAMS_OF_25, "--layer_importance", "cosine"],
     "oneshot_cosine_25": [*DEPTH, "--target_params", PARAMS_OF_25, "--layer_importance", "cosine", *ONESHOT],
     "oneshot_last_25": [*DEPTH, "--target_params", PARAMS_OF_25, "--layer_importance", "last", *ONESHOT],
+    # ablation of homotopic_25 (whose default with widths is --layer_choice sequential): all the layers chosen at once
+    "homotopic_25_at_start": [*DEPTH, "--target_params", PARAMS_OF_25, "--layer_importance", "cosine",
+                              "--layer_choice", "at_start"],
 }
 # Rows recorded before a change of the defaults made their command mean something else; shown, labelled, not rerun.
 RETIRED = {
