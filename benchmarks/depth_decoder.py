@@ -243,20 +243,19 @@ def plot(rows: dict[str, list[dict]], width25: list[dict], teacher: dict, measur
     speeds = measured.get("tokens_per_s", {})
     if plt is None or not speeds:
         return
-    points = {"teacher (30 layers)": ([teacher["heldout_ppl"]], "teacher"),
-              # (homotopic_start10 is today's `homotopic` run, with 3 seeds)
-              "depth: 15 layers (homotopic)": ([r["heldout_ppl"] for r in rows.get("homotopic_start10", [])],
-                                               "homotopic_start10"),
-              "width: 30 layers, same params (width_equal)": ([r["heldout_ppl"] for r in rows.get("width_equal", [])],
-                                                             "width_equal"),
-              "depth + width: 15 layers, 25% (homotopic_25)": ([r["heldout_ppl"] for r in rows.get("homotopic_25", [])],
-                                                              "homotopic_25"),
-              "width: 30 layers, 25% (decoder sweep)": ([r["heldout_ppl"] for r in width25], WIDTH25)}
+    # label -> (runs, speed key); homotopic_start10 is today's `homotopic` run, with 3 seeds
+    points = {"teacher": ([teacher], "teacher"), "depth (homotopic)": (rows.get("homotopic_start10", []),
+                                                                       "homotopic_start10"),
+              "width (width_equal)": (rows.get("width_equal", []), "width_equal"),
+              "depth + width (homotopic_25)": (rows.get("homotopic_25", []), "homotopic_25"),
+              "width (decoder sweep)": (width25, WIDTH25)}
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    for label, (values, key) in points.items():
-        if values and key in speeds:
-            mean, sd = mean_sd(values)
-            ax.errorbar([speeds[key]], [mean], yerr=[sd], marker="o", capsize=3, label=f"{label} (n={len(values)})")
+    for label, (runs, key) in points.items():
+        if runs and key in speeds:
+            mean, sd = mean_sd([r["heldout_ppl"] for r in runs])
+            shape = f"{measured['layers'][key]} layers, {measured['params'][key] / 1e6:.1f}M"
+            ax.errorbar([speeds[key]], [mean], yerr=[sd], marker="o", capsize=3,
+                        label=f"{label}: {shape} (n={len(runs)})")
     ax.set_yscale("log")
     ax.set_xlabel("generation tokens/s (batch 1, greedy, CPU, seed-42 export)")
     ax.set_ylabel("held-out perplexity (lower is better)")
