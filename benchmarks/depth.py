@@ -40,7 +40,7 @@ VARIANTS = {
     "oneshot_cosine": [*DEPTH, "--layer_importance", "cosine", "--pruning_schedule", "oneshot"],
     "oneshot_last": [*DEPTH, "--layer_importance", "last", "--pruning_schedule", "oneshot"],
     "width_equal": ["--target_params", PARAMS_OF_3_LAYERS],  # all 6 layers, every width shrunk by one factor
-    # (explicit: --layer_choice auto became sequential with width targets after these rows were measured)
+    # (explicit: --layer_choice auto became sequential for encoders with width targets after these rows were measured)
     "homotopic_cosine_w": [*DEPTH, *WIDTHS, "--layer_importance", "cosine", "--layer_choice", "at_start"],
     "oneshot_cosine_w": [*DEPTH, *WIDTHS, "--layer_importance", "cosine", "--pruning_schedule", "oneshot"],
     "oneshot_last_w": [*DEPTH, *WIDTHS, "--layer_importance", "last", "--pruning_schedule", "oneshot"],

@@ -270,7 +270,7 @@ class HomoDistilConfig(TrainingArguments):
         default="auto",
         metadata={"help": "When the layers to remove are chosen: 'at_start' (all at once; they fade together), "
                   "'sequential' (at each pruning step as many as the schedule's curve says, by the scores so far; each "
-                  "group fades over one pruning period), 'auto' (sequential with width targets, else at_start).",
+                  "group fades over one pruning period), 'auto' (sequential for encoders with widths, else at_start).",
                   "choices": list(LAYER_CHOICES)},
     )
     target_params: str | None = field(

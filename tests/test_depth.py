@@ -358,8 +358,10 @@ def test_depth_schedule_sequential_counts_and_factors():
              for start, end, kind in [(0, 60, "cubic"), (4, 60, "linear"), (20, 60, "cubic"), (0, 6, "cubic"),
                                       (0, 60, "oneshot")]}
     assert list(first.values()) == [10, 14, 20, 6, 0]
-    # --layer_choice auto: sequential when widths are pruned too, at_start for depth alone.
+    # --layer_choice auto for encoders: sequential when widths are pruned too, at_start for depth alone.
     assert [DepthSchedule.resolve_choice("auto", w) for w in (True, False)] == ["sequential", "at_start"]
+    # decoders choose all their layers at once, with widths too (SmolLM2: at_start ahead of sequential)
+    assert [DepthSchedule.resolve_choice("auto", w, causal_lm=True) for w in (True, False)] == ["at_start"] * 2
     assert DepthSchedule.resolve_choice("at_start", True) == "at_start"
 
 

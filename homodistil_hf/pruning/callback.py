@@ -52,7 +52,8 @@ class PruningCallback(TrainerCallback):
         end = max(end, start)
         self.schedule = WidthSchedule(pruner.initial, pruner.target, start, end, args.prune_every,
                                       args.pruning_schedule)
-        choice = DepthSchedule.resolve_choice(args.layer_choice, prunes_widths=pruner.target != pruner.initial)
+        choice = DepthSchedule.resolve_choice(args.layer_choice, prunes_widths=pruner.target != pruner.initial,
+                                              causal_lm=pruner.adapter.causal_lm)
         depth = DepthSchedule.after_scores(self.schedule, pruner.num_layers - pruner.target_layers, choice)
         if pruner.fader is not None:  # a resumed run goes on with the plan it started with (saved with the scores)
             saved, planned = pruner.fader.plan, (depth.choice, depth.widths.start)
