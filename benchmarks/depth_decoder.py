@@ -99,8 +99,8 @@ def main(argv=None) -> None:
     source = gguf_teacher(a.teacher)
     teacher_dir = str(source.convert()) if source is not None else str(a.teacher)
     if a.speed:  # (the width-only export beside them only in a real run: tests time their own models alone)
-        extra = {} if a.quick else {WIDTH25: next((d for d in WIDTH25_EXPORTS if (d / "config.json").is_file()), None)}
-        return speed(work, teacher_dir, speed_json, {k: d for k, d in extra.items() if d is not None})
+        width25 = None if a.quick else next((d for d in WIDTH25_EXPORTS if (d / "config.json").is_file()), None)
+        return speed(work, teacher_dir, speed_json, {WIDTH25: width25} if width25 else {})
     split = argparse.Namespace(corpus=a.corpus, heldout_lines=20 if a.quick else 1000, train_lines=None)
     train, held = decoder.split_corpus(split, work)
     blocks = decoder.heldout_blocks(AutoTokenizer.from_pretrained(teacher_dir), held, a.seq, 4 if a.quick else 96)
