@@ -52,10 +52,13 @@ VARIANTS = {
     # importance smoothing (issue 20's lever): a longer EMA of the scores (about 20 steps instead of about 7)
     "homodistil_beta1_095": ("HomoDistil with --importance_beta1 0.95 (scores smoothed over about 20 steps)",
                              ["--importance_beta1", "0.95"]),
+    # the learning rate around pruning steps (issue 20's lever): the schedule restarts after the last pruning step
+    "homodistil_lr_rewind": ("HomoDistil with --lr_rewind (the learning-rate schedule starts again after the last "
+                             "pruning step)", ["--lr_rewind"]),
 }
 # HomoDistil recipe variants: shown beside it, never a baseline
 ABLATIONS = ("homodistil_end025", "homodistil_end075", "homodistil_sensitivity", "homodistil_mse",
-             "homodistil_no_hidden", "homodistil_beta1_095")
+             "homodistil_no_hidden", "homodistil_beta1_095", "homodistil_lr_rewind")
 
 
 def parse(argv=None):

@@ -106,21 +106,26 @@ def equal_steps(teacher_config, target, method: str, budget: float, tokens: int,
     return steps
 
 
-def measure_wall(a, target: list[int], work: Path) -> dict:
-    """Training seconds of each method's run (SCHEDULES, the sweep's flags: benchmarks/sweep.py METHODS), timed in
-    lock-step, and each over HomoDistil's."""
+def measure_wall(a, target: list[int], work: Path, causal_lm: bool = False) -> dict:
+    """Training seconds of each method's run (`--wall_methods` of SCHEDULES, with the sweep's flags: benchmarks/sweep.py
+    METHODS, or benchmarks/decoder.py VARIANTS for a causal-LM teacher), timed in lock-step, and each over
+    HomoDistil's."""
+    from benchmarks.decoder import VARIANTS
     from benchmarks.helpers import brown_head
     from benchmarks.lockstep import Lockstep, distill_in_thread
     from benchmarks.sweep import METHODS
 
     work.mkdir(parents=True, exist_ok=True)
     train = a.train_file or brown_head(work / "train.txt")
+    flags = {m: VARIANTS[m][1] for m in SCHEDULES} if causal_lm else METHODS
+    kv = ["--target_num_key_value_heads", str(target[2])] if len(target) == 4 else []
     argvs = {m: ["--teacher_name_or_path", a.teacher, "--train_file", str(train), "--output_dir", str(work / m),
                  "--overwrite_output_dir", "--max_steps", str(a.steps), "--per_device_train_batch_size",
                  str(a.batch), "--max_seq_length", str(a.seq), "--learning_rate", "2e-4", "--seed", "42",
-                 "--target_hidden_size", str(target[0]), "--target_num_attention_heads", str(target[1]),
+                 "--target_hidden_size", str(target[0]), "--target_num_attention_heads", str(target[1]), *kv,
                  "--target_intermediate_size", str(target[-1]), "--report_to", "none", "--use_cpu",
-                 "--save_strategy", "no", "--disable_tqdm", "true", *METHODS[m]] for m in SCHEDULES}
+                 "--save_strategy", "no", "--disable_tqdm", "true", *flags[m]]
+             for m in SCHEDULES if m == "homodistil" or m in a.wall_methods.split(",")}
     ls = Lockstep(list(argvs))
     ls.run({m: distill_in_thread(ls, m, argv) for m, argv in argvs.items()})
     if ls.errors:
@@ -187,7 +192,7 @@ def report(cost_path: Path, results_path: Path, out_md: Path, fig_dir: Path) -> 
     lines += ["", "Verdict against the best baseline of each level (margin, and whether it exceeds the larger sd):", ""]
     lines += verdict_lines(verdict, 3)
     decoder_lines, decoder_verdict = decoder_report(HERE / "equal_cost_decoder.json", HERE / "decoder_sweep.json",
-                                                    HERE / "decoder_equal_cost.json")
+                                                    [HERE / "decoder_equal_cost.json", HERE / "decoder_equal_time.json"])
     lines += decoder_lines
     verdict.update(decoder_verdict)
     plt = pyplot()
@@ -213,16 +218,17 @@ def report(cost_path: Path, results_path: Path, out_md: Path, fig_dir: Path) -> 
     return verdict
 
 
-def decoder_report(cost_path: Path, sweep_path: Path, equal_path: Path) -> tuple[list[str], dict]:
+def decoder_report(cost_path: Path, sweep_path: Path, equal_paths: list[Path]) -> tuple[list[str], dict]:
     """The decoder levels (SmolLM2-135M, `benchmarks/decoder_sweep.py`): HomoDistil's 120-step cell against each
-    one-shot baseline at equal steps (the sweep's cells) and at equal FLOPs (`equal_path`: the baselines rerun for the
-    steps `equal_cost_decoder.json` gives them), held-out perplexity mean ± sd over seeds; lines and verdicts."""
+    one-shot baseline at equal steps (the sweep's cells), at equal FLOPs and at equal cost (`budget_steps`: the larger
+    of the FLOPs-matched and time-matched step counts; the baselines rerun for those steps are in `equal_paths`, one
+    decoder_sweep.py file per length), held-out perplexity mean ± sd over seeds; lines and verdicts."""
     from benchmarks.sweep import lead
 
     if not (cost_path.is_file() and sweep_path.is_file()):
         return [], {}
     cost, sweep = json.loads(cost_path.read_text()), json.loads(sweep_path.read_text())
-    equal = json.loads(equal_path.read_text()) if equal_path.is_file() else {"levels": {}, "cells": {}}
+    equal = [json.loads(p.read_text()) for p in equal_paths if p.is_file()]
 
     def ran(record, name):  # the steps a level of a decoder_sweep.py file ran
         return record["levels"].get(name, {}).get("steps", record.get("steps"))
@@ -230,34 +236,49 @@ def decoder_report(cost_path: Path, sweep_path: Path, equal_path: Path) -> tuple
     def stat(cell):
         return (cell["heldout_ppl_mean"], cell["heldout_ppl_sd"], len(cell["seeds"])) if cell else None
 
-    lines = ["", "## Decoder: SmolLM2-135M-Instruct, one-shot baselines given HomoDistil's FLOPs", "",
+    def at_steps(name, method, n):  # the baseline's cell at `n` steps, from whichever file ran that length
+        cells = [r["cells"].get(f"{name}/{method}") for r in equal if ran(r, name) == n]
+        return stat(next((c for c in cells if c), None))
+
+    timed = any("wall" in level for level in cost["levels"].values())
+    lines = ["", "## Decoder: SmolLM2-135M-Instruct, one-shot baselines given HomoDistil's cost", "",
              f"HomoDistil: the decoder sweep's {cost['steps']}-step cells ([`decoder_sweep.json`](decoder_sweep.json), "
-             "today's decoder defaults); the baselines at equal steps are the same sweep's cells, at equal cost they "
-             "train for the steps whose FLOPs reach HomoDistil's ([`equal_cost_decoder.json`](equal_cost_decoder.json)"
-             ": `python benchmarks/equal_cost.py --teacher <converted SmolLM2 folder> --steps 120 --batch 4 --seq 128 "
-             "--levels '50%=384,6,2,1024;25%=270,3,1,720' --oneshot_start 10 --out benchmarks/equal_cost_decoder.json`: one-shot prunes at step 10, as in the sweep), runs in "
-             "[`decoder_equal_cost.json`](decoder_equal_cost.json) (`python benchmarks/decoder_sweep.py --levels L "
-             "--steps S --variants oneshot_sensitivity,oneshot_activation --out benchmarks/decoder_equal_cost.json "
-             "--work_dir benchmarks/_work/decoder_equal_cost`). Matched by FLOPs only: training time was not measured "
-             "in lock-step for the decoder. Held-out perplexity (lower is better), mean ± sd (n seeds).", "",
-             "| level | baseline | FLOPs at equal steps | steps at equal cost | perplexity at equal steps | "
-             "perplexity at equal cost | HomoDistil | lead at equal steps | lead at equal cost |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "today's decoder defaults); the baselines at equal steps are the same sweep's cells. Their cost over "
+             "HomoDistil's ([`equal_cost_decoder.json`](equal_cost_decoder.json): `python benchmarks/equal_cost.py "
+             "--teacher <converted SmolLM2 folder> --steps 120 --batch 4 --seq 128 --levels "
+             "'50%=384,6,2,1024;25%=270,3,1,720' --oneshot_start 10 --wall --wall_methods oneshot_activation "
+             "--train_file <the sweep's train.txt> --out benchmarks/equal_cost_decoder.json`; one-shot prunes at step "
+             "10, as in the sweep) is counted in FLOPs and, with `--wall`, measured as training time in lock-step "
+             "(seed 42, one optimizer step of each run in turn in one process; one-shot sensitivity's time is taken as "
+             "activation's, which differs only in the statistic of the first 10 steps). At equal FLOPs a baseline "
+             "trains for the steps whose FLOPs reach HomoDistil's; at equal cost for the larger of that and the steps "
+             "whose time does. Runs: [`decoder_equal_cost.json`](decoder_equal_cost.json), "
+             "[`decoder_equal_time.json`](decoder_equal_time.json) (`python benchmarks/decoder_sweep.py --levels L "
+             "--steps S --variants V --out <file> --work_dir benchmarks/_work/<file stem>`). "
+             + ("" if timed else "Training time was not measured for the decoder: equal cost is equal FLOPs. ")
+             + "Held-out perplexity (lower is better), mean ± sd (n seeds).", "",
+             "| level | baseline | cost at equal steps (FLOPs / time) | steps at equal FLOPs / cost | perplexity at "
+             "equal steps | at equal FLOPs | at equal cost | HomoDistil | lead at equal steps | lead at equal cost |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     verdict = {}
     for name, level in cost["levels"].items():
         ours = stat(sweep["cells"].get(f"{name}/homodistil"))
         if ours is None or ran(sweep, name) != cost["steps"]:
             continue
+        wall = level.get("wall", {}).get("ratio_to_homodistil", {})
         same, at_cost = {}, {}
-        for method, n in level["equal_cost_steps"].items():
+        for method, n_flops in level["equal_cost_steps"].items():
             if method == "truncate":
                 continue
-            at_n = equal["cells"].get(f"{name}/{method}") if ran(equal, name) == n else None
-            cells = (stat(sweep["cells"].get(f"{name}/{method}")), stat(at_n))
-            row = [name, method, f"{level['ratio_to_homodistil'][method]:.3f}", str(n)]
+            time_ratio = wall.get(method, wall.get("oneshot_activation") if method.startswith("oneshot") else None)
+            n = max(n_flops, math.ceil(cost["steps"] / time_ratio - 1e-9)) if time_ratio else n_flops
+            cells = (stat(sweep["cells"].get(f"{name}/{method}")), at_steps(name, method, n_flops),
+                     at_steps(name, method, n))
+            row = [name, method, f"{level['ratio_to_homodistil'][method]:.3f} / "
+                   + (f"{time_ratio:.3f}" if time_ratio else "–"), f"{n_flops} / {n}"]
             row += [f"{c[0]:.1f} ± {c[1]:.1f} (n={c[2]})" if c else "not run" for c in cells]
             row.append(f"{ours[0]:.1f} ± {ours[1]:.1f} (n={ours[2]})")
-            for c, store in zip(cells, (same, at_cost), strict=True):
+            for c, store in ((cells[0], same), (cells[2], at_cost)):
                 if c and c[2] < 2:  # one seed has no spread: shown, not judged
                     row.append(f"{c[0] - ours[0]:+.1f} (one seed)")
                 elif c:
@@ -285,6 +306,7 @@ def verdict_lines(verdict: dict, digits: int) -> list[str]:
 def main(argv=None) -> dict:
     from transformers import AutoConfig
 
+    from homodistil_hf.arch import get_adapter
     from homodistil_hf.pruning.targets import check_target
     from homodistil_hf.testing import minilm_path
 
@@ -300,6 +322,8 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default=None, help="write the table as JSON here")
     p.add_argument("--wall", action="store_true", help="also time the runs in lock-step (see above)")
     p.add_argument("--train_file", default=None, help="--wall: the corpus (default: the sweep's, 6,000 lines)")
+    p.add_argument("--wall_methods", default=",".join(SCHEDULES),
+                   help="--wall: the methods timed (comma-separated; homodistil always)")
     p.add_argument("--work_dir", default=str(HERE / "_work" / "equal_cost"))
     p.add_argument("--report", action="store_true", help="only write equal_cost.md and the plot (see above)")
     a = p.parse_args(argv)
@@ -323,7 +347,8 @@ def main(argv=None) -> dict:
             "equal_cost_steps": {m: equal_steps(config, target, m, budget, tokens, a.seq, a.oneshot_start)
                                  for m in SCHEDULES if m != "homodistil"}}
         if a.wall:
-            out["levels"][name]["wall"] = measure_wall(a, numbers, Path(a.work_dir) / name)
+            causal = get_adapter(config).causal_lm
+            out["levels"][name]["wall"] = measure_wall(a, numbers, Path(a.work_dir) / name, causal_lm=causal)
         print(json.dumps({name: {k: v for k, v in out["levels"][name].items() if k != "flops"}}), flush=True)
     if a.out:
         if not a.wall and Path(a.out).is_file():  # a count-only rerun keeps the training times measured before

@@ -102,8 +102,7 @@ class HomoDistilConfig(TrainingArguments):
     teacher_name_or_path: str | None = field(
         default=None,
         metadata={"help": "Teacher model: a Hub id, a local folder, or a .gguf file. With no student given, the student "
-                  "starts as an "
-                  "exact copy of it (the homotopic start)."},
+                  "starts as an exact copy of it (the homotopic start)."},
     )
     teacher_gguf_file: str | None = field(
         default=None,
@@ -125,8 +124,7 @@ class HomoDistilConfig(TrainingArguments):
                   "giving both with different values is an error."},
     )
     alpha_pred: float = field(
-        default=1.0, metadata={"help": "Weight of the KL divergence between teacher and student output distributions."}
-    )
+        default=1.0, metadata={"help": "Weight of the KL divergence between teacher and student output distributions."})
     alpha_hidden: float = field(default=1.0, metadata={"help": "Weight of the hidden-state distillation term."})
     alpha_attn: float | None = field(
         default=None,
@@ -230,16 +228,14 @@ class HomoDistilConfig(TrainingArguments):
 
     # --- pruning targets -------------------------------------------------------------------------------------------
     target_hidden_size: int | None = field(
-        default=None, metadata={"help": "Final hidden (embedding / residual) width. Unset keeps the teacher's."}
-    )
+        default=None, metadata={"help": "Final hidden (embedding / residual) width. Unset keeps the teacher's."})
     target_num_attention_heads: int | None = field(
         default=None,
         metadata={"help": "Final number of attention heads per layer. Unset keeps the teacher's. The head size is "
                   "target_hidden_size / heads, as in a stock config; it must not exceed the teacher's head size."},
     )
     target_intermediate_size: int | None = field(
-        default=None, metadata={"help": "Final FFN width per layer. Unset keeps the teacher's."}
-    )
+        default=None, metadata={"help": "Final FFN width per layer. Unset keeps the teacher's."})
     target_num_key_value_heads: int | None = field(
         default=None,
         metadata={"help": "Final key/value heads per layer (grouped-query attention: Llama, Mistral, Qwen). Query "
@@ -294,8 +290,7 @@ class HomoDistilConfig(TrainingArguments):
                   "`homodistil_hf.register_importance` are accepted too."},
     )
     importance_beta1: float = field(
-        default=0.85, metadata={"help": "EMA factor of the sensitivity (PLATON beta1; 0.85 in the paper)."}
-    )
+        default=0.85, metadata={"help": "EMA factor of the sensitivity (PLATON beta1; 0.85 in the paper)."})
     importance_beta2: float = field(
         default=0.95,
         metadata={"help": "EMA factor of the uncertainty |I - EMA(I)| (PLATON beta2; the paper does not give it, "
@@ -320,6 +315,12 @@ class HomoDistilConfig(TrainingArguments):
                   "give it; see README, 'What the defaults are')."},
     )
     prune_every: int = field(default=10, metadata={"help": "Optimizer steps between two pruning steps."})
+    lr_rewind: bool = field(
+        default=False,
+        metadata={"help": "Learning-rate rewinding (Renda et al., 2020) after the last pruning step: the schedule "
+                  "(--lr_scheduler_type, warm-up included) starts again from its first step, stretched over the steps "
+                  "left, so the final shape trains from the peak rate. Off by default (measured: README, Decoders)."},
+    )
     pruning_mode: str = field(
         default="auto",
         metadata={"help": "'physical' slices weights, gradients and optimizer state as widths fall, so training gets "
@@ -328,8 +329,7 @@ class HomoDistilConfig(TrainingArguments):
                   "choices": list(PRUNING_MODES)},
     )
     pruning_seed: int | None = field(
-        default=None, metadata={"help": "Seed of the 'random' importance (defaults to --seed)."}
-    )
+        default=None, metadata={"help": "Seed of the 'random' importance (defaults to --seed)."})
     teacher_dtype: str = field(
         default="auto",
         metadata={"help": "Precision the teacher is held in: 'auto' (the training precision: bf16 / fp16 under "
@@ -337,7 +337,6 @@ class HomoDistilConfig(TrainingArguments):
                   "gradients, optimizer state or a DDP / FSDP wrapper; bfloat16 halves its memory.",
                   "choices": list(TEACHER_DTYPES)},
     )
-
     student_dtype: str = field(
         default="float32",
         metadata={"help": "Precision of the trainable student's weights (and so of its optimizer state): 'float32' "
@@ -346,7 +345,6 @@ class HomoDistilConfig(TrainingArguments):
                   "updates are lost to rounding). Used where the student is made from the teacher.",
                   "choices": list(STUDENT_DTYPES)},
     )
-
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Allow a run to write into an --output_dir that already holds a model or checkpoints. "
@@ -399,6 +397,7 @@ class HomoDistilConfig(TrainingArguments):
             ("teacher_dtype", TEACHER_DTYPES),
             ("layer_importance", LAYER_IMPORTANCES),
             ("layer_choice", LAYER_CHOICES),
+            ("student_dtype", STUDENT_DTYPES),
         ):
             if getattr(self, name) not in choices:
                 raise UserError(f"--{name} {getattr(self, name)!r} is not one of {', '.join(c for c in choices if c)}")
@@ -445,9 +444,9 @@ class HomoDistilConfig(TrainingArguments):
                             f"{self.eval_tasks_limit:g})")
         if self.eval_tasks_include_path is not None and not self.eval_tasks:
             raise UserError("--eval_tasks_include_path names where local lm-eval tasks live: give --eval_tasks too")
-
-        if self.student_dtype not in STUDENT_DTYPES:
-            raise UserError(f"--student_dtype {self.student_dtype!r} is not one of {', '.join(STUDENT_DTYPES)}")
+        if self.lr_rewind and ("plateau" in str(self.lr_scheduler_type) or not self.has_targets):
+            raise UserError("--lr_rewind restarts the step-wise learning-rate schedule after the last pruning step: "
+                            "give pruning targets and a --lr_scheduler_type other than reduce_lr_on_plateau")
 
     @property
     def eval_task_list(self) -> list[str]:

@@ -131,13 +131,15 @@ def check_prune_window(args, total_steps: int | None) -> None:
         raise UserError(f"--prune_end {prune_end:g} is step {end} of {total_steps}, before --prune_start "
                         f"{args.prune_start:g} (step {start}): give both as fractions of training (<= 1) or both "
                         "as steps, with the end after the start")
+    # (a start after the end, one-shot, or at it: the start is what sets the last pruning step)
+    flag, value, example = ("--prune_start", args.prune_start, "0.1") if start >= end else ("--prune_end", prune_end, "0.5")
     end = max(start, end)
     if end >= total_steps:
         given = f"--max_steps {args.max_steps}" if args.max_steps > 0 else (
             f"--num_train_epochs {args.num_train_epochs:g}, i.e. {total_steps} steps")
-        raise UserError(f"--prune_end {prune_end:g} ends pruning at step {end}, but the run has only "
+        raise UserError(f"{flag} {value:g} ends pruning at step {end}, but the run has only "
                         f"{total_steps} steps ({given}, the last is step {total_steps - 1}): the targets would never "
-                        "be reached; lower --prune_end (e.g. 0.5, half of the run) or raise --max_steps")
+                        f"be reached; lower {flag} (e.g. {example}, a fraction of the run) or raise --max_steps")
 
 
 def check_output_dir(output_dir: str, resuming: bool = False, overwrite: bool = False) -> None:

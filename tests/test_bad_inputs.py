@@ -46,6 +46,7 @@ class Case:
 
 
 # {t}: the teacher folder, {d}: the fixture folder, {o}: the output folder.
+TARGET_FLAGS = ("--target_hidden_size", "--target_num_attention_heads", "--target_intermediate_size")
 CASES = [
     Case("missing_train_file", ["--train_file", "nope.txt", "does not exist"], {"--train_file": "{d}/nope.txt"}),
     Case("empty_train_file", ["--train_file", "empty.txt", "is empty"], {"--train_file": "{d}/empty.txt"}),
@@ -87,6 +88,10 @@ CASES = [
     Case("prune_end_before_start", ["--prune_end (5.0) is before --prune_start (10.0)"],
          {"--prune_start": "10", "--prune_end": "5"}),
     Case("prune_every_zero", ["--prune_every", ">= 1"], {"--prune_every": "0"}),
+    Case("prune_start_after_the_run", ["--prune_start 50 ends pruning at step 50", "lower --prune_start"],
+         {"--pruning_schedule": "oneshot", "--prune_start": "50"}),
+    Case("lr_rewind_without_targets", ["--lr_rewind", "pruning targets"],
+         {"--lr_rewind": "true", **dict.fromkeys(TARGET_FLAGS)}),
     Case("resume_missing_checkpoint", ["--resume_from_checkpoint", "checkpoint-999", "not a folder"],
          {"--resume_from_checkpoint": "{o}/checkpoint-999"}),
     Case("resume_last_without_checkpoint", ["--resume_from_checkpoint", "no checkpoint-"],
@@ -154,7 +159,6 @@ BASE = {"--teacher_name_or_path": "{t}", "--train_file": "{d}/corpus.txt", "--ou
         "--per_device_train_batch_size": "4", "--max_seq_length": "32", "--report_to": "none", "--use_cpu": None,
         "--max_steps": "2", "--save_strategy": "no", "--disable_tqdm": "true", "--target_hidden_size": "48",
         "--target_num_attention_heads": "3", "--target_intermediate_size": "64"}
-TARGETS = ("--target_hidden_size", "--target_num_attention_heads", "--target_intermediate_size")
 
 
 def _argv(case: Case, teacher: Path, data: Path, out: Path) -> list[str]:
@@ -163,7 +167,7 @@ def _argv(case: Case, teacher: Path, data: Path, out: Path) -> list[str]:
         return [a.format(**fill) for a in case.argv]
     flags = dict(BASE)
     if any(k in case.set for k in ("--target_params", "--student_init")):
-        for k in TARGETS:  # the case sets its own shape
+        for k in TARGET_FLAGS:  # the case sets its own shape
             flags.pop(k)
     flags.update(case.set)
     argv = []

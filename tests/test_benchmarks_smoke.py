@@ -317,6 +317,45 @@ def test_equal_cost_counts_a_pruning_step_at_the_widths_it_ran():
     assert run_flops(config, target, "truncate", 5, 2, 8) == pytest.approx(2 * 5 * (3 * small + teacher))
 
 
+def test_equal_cost_times_a_decoder_in_lockstep_and_reports_the_larger_count(tmp_path):
+    """`equal_cost.py --wall` on a tiny Llama teacher times HomoDistil and the named one-shot method in lock-step with
+    the decoder benchmark's flags (grouped-query target included); the decoder report then gives a baseline the
+    larger of the FLOPs-matched and time-matched steps, and reads its cells from the file that ran that length."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import equal_cost
+    from homodistil_hf.testing import save_tiny_decoder, write_corpus
+
+    teacher = save_tiny_decoder(tmp_path / "t", "llama")
+    corpus = write_corpus(tmp_path / "c.txt", 60)
+    out = equal_cost.main(["--teacher", str(teacher), "--steps", "12", "--batch", "2", "--seq", "16", "--levels",
+                           "50%=32,2,1,48", "--oneshot_start", "2", "--wall", "--wall_methods", "oneshot_activation",
+                           "--train_file", str(corpus), "--work_dir", str(tmp_path / "w")])
+    wall = out["levels"]["50%"]["wall"]
+    assert set(wall["train_s"]) == {"homodistil", "oneshot_activation"} and min(wall["train_s"].values()) > 0
+    student = json.loads((tmp_path / "w" / "50%" / "oneshot_activation" / "config.json").read_text())
+    assert student["num_key_value_heads"] == 1 and student["hidden_size"] == 32
+
+    def cell(ppl):
+        return {"heldout_ppl_mean": ppl, "heldout_ppl_sd": 1.0, "seeds": {"42": {}, "43": {}}}
+
+    cost = {"steps": 120, "levels": {"50%": {"ratio_to_homodistil": {"oneshot_activation": 0.9, "truncate": 0.8},
+                                             "equal_cost_steps": {"oneshot_activation": 130, "truncate": 150},
+                                             "wall": {"ratio_to_homodistil": {"oneshot_activation": 0.8}}}}}
+    files = {"cost.json": cost,
+             "sweep.json": {"steps": 120, "levels": {"50%": {}}, "cells": {"50%/homodistil": cell(100.0),
+                                                                          "50%/oneshot_activation": cell(120.0)}},
+             "flops.json": {"levels": {"50%": {"steps": 130}}, "cells": {"50%/oneshot_activation": cell(110.0)}},
+             "time.json": {"levels": {"50%": {"steps": 150}}, "cells": {"50%/oneshot_activation": cell(95.0)}}}
+    for name, record in files.items():
+        (tmp_path / name).write_text(json.dumps(record))
+    lines, verdict = equal_cost.decoder_report(tmp_path / "cost.json", tmp_path / "sweep.json",
+                                               [tmp_path / "flops.json", tmp_path / "time.json"])
+    row = next(line for line in lines if line.startswith("| 50% | oneshot_activation"))
+    assert "| 0.900 / 0.800 | 130 / 150 |" in row and "110.0 ± 1.0 (n=2) | 95.0 ± 1.0 (n=2)" in row
+    assert verdict["decoder 50%"]["equal_steps"]["margin"] == pytest.approx(20.0)
+    assert verdict["decoder 50%"]["equal_cost"]["margin"] == pytest.approx(-5.0)  # 150 steps (time), not 130
+
+
 def test_quality_rows_of_the_old_window_are_kept_labelled():
     """Rows the quality part measured with the pinned window move under `quality_old_window` once (not again when
     today's rows are there) and the README section names them as the old window's."""

@@ -80,6 +80,7 @@ CASES = [
     pytest.param("physical", "random", [], marks=pytest.mark.slow),
     pytest.param("masks", "magnitude", ["--gradient_accumulation_steps", "2"], marks=pytest.mark.slow),
     ("physical", "sensitivity", ["--gradient_accumulation_steps", "2", "--pruning_schedule", "linear"]),
+    ("physical", "taylor_structure", ["--lr_rewind"]),  # the rewound schedule is rebuilt on resume (at step 13)
 ]
 
 

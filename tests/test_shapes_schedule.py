@@ -110,3 +110,47 @@ def test_pruning_steps():
     one = _schedule("oneshot", start=3)
     assert [s for s in range(50) if one.is_pruning_step(s)] == [3]
     assert one.widths_at(3) == one.target
+
+
+def test_rewound_replays_the_schedule_after_the_last_pruning_step():
+    from homodistil_hf.pruning.schedule import rewound
+
+    assert [rewound(s, 13, 16) for s in (0, 12)] == [0, 12]  # unchanged before
+    assert rewound(13, 13, 16) == 0 and rewound(16, 13, 16) == 16  # from the start, ending where it would have
+    assert rewound(14, 13, 16) == pytest.approx(16 / 3)
+    assert rewound(20, 16, 16) == 20  # nothing left to rewind over
+    assert WidthSchedule(Shape(64, 4, 16, 128), Shape(32, 2, 16, 48), 10, 60, 10, "oneshot").last_pruning_step == 10
+    assert WidthSchedule(Shape(64, 4, 16, 128), Shape(32, 2, 16, 48), 0, 12, 2, "cubic").last_pruning_step == 12
+
+
+@pytest.mark.parametrize("schedule", ["cubic", "oneshot"])
+def test_lr_rewind_restarts_the_learning_rate_after_the_last_pruning_step(tmp_path, schedule):
+    """--lr_rewind, linear decay of 3e-3 over 16 steps: the learning rates the Trainer logs equal the plain run's up
+    to the last pruning step (12, or 4 for one-shot), then start again from the peak and reach 0 at step 16."""
+    import json
+
+    import homodistil_hf.cli.run_distill as run_distill
+    from homodistil_hf.pruning.schedule import rewound
+    from homodistil_hf.testing import save_tiny_model, write_corpus
+
+    teacher, corpus = save_tiny_model(tmp_path / "t", "bert", "mlm"), write_corpus(tmp_path / "c.txt", 50)
+    last = 4 if schedule == "oneshot" else 12
+    lrs = []
+    for extra in ([], ["--lr_rewind"]):
+        out = tmp_path / f"out{len(extra)}"
+        run_distill.main(["--teacher_name_or_path", str(teacher), "--train_file", str(corpus), "--output_dir", str(out),
+                          "--per_device_train_batch_size", "4", "--max_seq_length", "32", "--report_to", "none",
+                          "--use_cpu", "--disable_tqdm", "true", "--log_level", "warning", "--max_steps", "16",
+                          "--save_strategy", "no", "--logging_steps", "1", "--learning_rate", "3e-3",
+                          "--target_hidden_size", "32", "--target_num_attention_heads", "2",
+                          "--target_intermediate_size", "48", "--prune_every", "2", "--prune_start", "4",
+                          "--prune_end", "12", "--pruning_schedule", schedule, *extra])
+        history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+        # (logged after step k: the rate step k - 1 used, counting from 0)
+        lrs.append({h["step"] - 1: h["learning_rate"] for h in history if "learning_rate" in h})
+    plain, rewind = lrs
+    assert sorted(rewind) == list(range(16))
+    for step, lr in rewind.items():
+        expected = plain[step] if step <= last else 3e-3 * (1 - rewound(step, last + 1, 16) / 16)
+        assert lr == pytest.approx(expected, rel=1e-6), step
+    assert rewind[last + 1] == pytest.approx(3e-3) and plain[last + 1] < 3e-3 * (1 - last / 16) + 1e-9

@@ -8,6 +8,8 @@ Events used:
   FSDP2 each rank scores the shard it holds and per-structure sums are all-reduced (see `sharding.py`), so every
   rank computes the same scores; rank 0's decision is broadcast in any case.
 
+- `on_train_begin`, under --lr_rewind: the learning-rate schedule's functions are wrapped so that it starts again
+  after the last pruning step (`rewound`); a function of the step alone, so a resumed run is wrapped the same way.
 - `on_step_begin`: the fading layers' factor for this step's forward passes, `DepthSchedule.factor(step)` (a
   function of the step alone, so a resumed run fades exactly as the uninterrupted one).
 - Compaction (masks under several processes): once pruning is done, the loop is stopped after that step and
@@ -28,9 +30,10 @@ from dataclasses import replace
 from transformers import TrainerCallback
 
 from ..config import resolve_step
+from ..errors import UserError
 from .depth import optimizer_dropper
 from .pruner import Pruner
-from .schedule import DepthSchedule, WidthSchedule
+from .schedule import DepthSchedule, WidthSchedule, rewound
 from .surgery import optimizer_slicer
 
 logger = logging.getLogger(__name__)
@@ -44,7 +47,7 @@ class PruningCallback(TrainerCallback):
         self.schedule: WidthSchedule | None = None  # fixed at the start of training, once the run's length is known
         self.depth: DepthSchedule | None = None
 
-    def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
+    def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
         pruner = self.pruner
         # Under FSDP2 the Trainer has just sharded the student: its parameters are new (DTensor) objects.
         pruner.rebind()
@@ -66,6 +69,8 @@ class PruningCallback(TrainerCallback):
         if optimizer is not None and pruner.physical:
             pruner.listeners = [optimizer_slicer(optimizer)]
             pruner.drop_listeners = [optimizer_dropper(optimizer)]
+        if args.lr_rewind:
+            rewind_schedule(lr_scheduler, self.schedule.last_pruning_step + 1, state.max_steps)
         if end > state.max_steps:
             logger.warning("pruning ends at step %d, after the last step (%d): the target will not be reached; "
                            "lower --prune_end or raise --max_steps", end, state.max_steps)
@@ -136,3 +141,13 @@ class PruningCallback(TrainerCallback):
             return False
         lo, hi = self.schedule.importance_window()
         return lo <= step <= hi
+
+
+def rewind_schedule(lr_scheduler, at: int, total: int) -> None:
+    """--lr_rewind: make a `LambdaLR` scheduler (what `transformers.get_scheduler` builds for every schedule but
+    reduce_lr_on_plateau, which the config refuses) replay its schedule from step `at` (see `rewound`)."""
+    lambdas = getattr(lr_scheduler, "lr_lambdas", None)
+    if lambdas is None:
+        raise UserError(f"--lr_rewind needs a step-wise learning-rate schedule; {type(lr_scheduler).__name__} has none")
+    lr_scheduler.lr_lambdas = [lambda step, f=f: f(rewound(step, at, total)) for f in lambdas]
+    logger.info("learning rate rewound after the last pruning step: the schedule starts again at step %d", at)

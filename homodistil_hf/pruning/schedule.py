@@ -62,9 +62,24 @@ class WidthSchedule:
             return step == self.start
         return (step - self.start) % self.every == 0 or step == self.end
 
+    @property
+    def last_pruning_step(self) -> int:
+        """The step at which the targets are reached (`start` for a one-shot schedule, else `end`)."""
+        return self.start if self.kind == "oneshot" else max(self.start, self.end)
+
     def importance_window(self) -> tuple[int, int]:
         """Steps during which importance scores must be kept up to date (one pruning period of warm-up)."""
         return max(0, self.start - self.every), self.end
+
+
+def rewound(step: int, at: int, total: int) -> float:
+    """The learning-rate schedule's step to use at optimizer `step` under --lr_rewind (learning-rate rewinding, Renda
+    et al. 2020): `step` itself before `at` (the first step after the last pruning step); from `at` on, the schedule
+    replayed from 0, stretched over the `total - at` steps left (so `total` maps to `total`: the schedule ends where it
+    would have). Unchanged if `at >= total`."""
+    if step < at or at >= total:
+        return step
+    return (step - at) * total / (total - at)
 
 
 @dataclass(frozen=True)
