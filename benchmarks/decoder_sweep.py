@@ -103,7 +103,8 @@ def write_report(out: dict, md: Path, png: Path) -> None:
              f"({Path(out['path']).name}). Each cell: {steps} steps of 4 x 128 tokens on brown.txt (last 1,000 "
              "lines held out), `--hidden_loss cosine`, mean ± sd over the seeds run (n) of held-out perplexity and "
              "KL(teacher || student) per token; a variant that ran with another importance metric than today's decoder default "
-             "(`--importance` auto: taylor_structure) names it. Teacher: perplexity "
+             "(`--importance` auto: taylor_structure) names it, and so does one that ran without the learning-rate "
+             "rewinding decoders get by default since issue 20 (`--lr_rewind false`). Teacher: perplexity "
              f"{out['teacher_eval']['heldout_ppl']:.1f}, {out['teacher_eval']['params']:,} parameters.\n",
              "| level (student params) | variant | n | held-out perplexity | KL to teacher |", "|---|---|---|---|---|"]
     for level, info in out["levels"].items():
@@ -112,8 +113,10 @@ def write_report(out: dict, md: Path, png: Path) -> None:
             if cell:
                 used = {decoder.importance_of(r) for r in cell["seeds"].values()}
                 scored = not any("--student_init" in r["command"] for r in cell["seeds"].values())  # (truncation)
-                label = v if not scored or used == {default_importance(causal_lm=True)} else (
-                    f"{v} (`{'/'.join(sorted(used))}`)")
+                notes = [f"`{'/'.join(sorted(used))}`"] if scored and used != {default_importance(causal_lm=True)} else []
+                if any("--lr_rewind false" in r["command"] for r in cell["seeds"].values()):
+                    notes.append("`--lr_rewind false`")
+                label = f"{v} ({', '.join(notes)})" if notes else v
                 lines.append(f"| {level} ({info['params'] / 1e6:.1f}M: {info['target']}) | {label} | {len(cell['seeds'])} | "
                              f"{cell['heldout_ppl_mean']:.1f} ± {cell['heldout_ppl_sd']:.1f} | "
                              f"{cell['kl_to_teacher_mean']:.3f} ± {cell['kl_to_teacher_sd']:.3f} |")

@@ -48,6 +48,9 @@ VARIANTS = {
     # the layers chosen one group at a time on the schedule's curve instead of all at the window's start (the
     # default, --layer_choice auto, with width targets)
     "homotopic_cosine_seq": [*DEPTH, "--layer_importance", "cosine", "--layer_choice", "sequential"],
+    # the learning rate restarted once the layers are gone (--lr_rewind, issue 20's lever): one-shot removal trains
+    # its 3 layers from step 15 at 0.9x the peak rate, the fade's from step 38 at 0.75x of it
+    "homotopic_cosine_rewind": [*DEPTH, "--layer_importance", "cosine", "--lr_rewind"],
     "homotopic_cosine_w_seq": [*DEPTH, *WIDTHS, "--layer_importance", "cosine", "--layer_choice", "sequential"],
 }
 

@@ -315,11 +315,12 @@ class HomoDistilConfig(TrainingArguments):
                   "give it; see README, 'What the defaults are')."},
     )
     prune_every: int = field(default=10, metadata={"help": "Optimizer steps between two pruning steps."})
-    lr_rewind: bool = field(
-        default=False,
+    lr_rewind: bool | None = field(
+        default=None,
         metadata={"help": "Learning-rate rewinding (Renda et al., 2020) after the last pruning step: the schedule "
                   "(--lr_scheduler_type, warm-up included) starts again from its first step, stretched over the steps "
-                  "left, so the final shape trains from the peak rate. Off by default (measured: README, Decoders)."},
+                  "left, so the final shape trains from the peak rate. Unset: on for causal-LM (decoder) teachers, "
+                  "off for encoders (measured: README, 'What the defaults are').", "nargs": "?", "const": True},
     )
     pruning_mode: str = field(
         default="auto",
@@ -444,7 +445,7 @@ class HomoDistilConfig(TrainingArguments):
                             f"{self.eval_tasks_limit:g})")
         if self.eval_tasks_include_path is not None and not self.eval_tasks:
             raise UserError("--eval_tasks_include_path names where local lm-eval tasks live: give --eval_tasks too")
-        if self.lr_rewind and ("plateau" in str(self.lr_scheduler_type) or not self.has_targets):
+        if self.lr_rewind is True and ("plateau" in str(self.lr_scheduler_type) or not self.has_targets):
             raise UserError("--lr_rewind restarts the step-wise learning-rate schedule after the last pruning step: "
                             "give pruning targets and a --lr_scheduler_type other than reduce_lr_on_plateau")
 
@@ -465,17 +466,17 @@ class HomoDistilConfig(TrainingArguments):
         return self.target_params is not None or any(getattr(self, n) is not None for n in TARGET_FIELDS)
 
     def resolve_for_teacher(self, causal_lm: bool) -> None:
-        """Settle the settings left on "auto" once the teacher's family is known: `alpha_attn` is 1.0 for encoders
-        and 0 for causal-LM teachers (attention maps of long decoder contexts are large, eager attention is slow);
-        `hidden_loss` is 'mse' for encoders and 'cosine' for causal-LM teachers (outlier channels);
-        `prune_end` is 0.25 for encoders and 0.5 for causal-LM teachers (issue 12's sweep: reaching the targets at
-        a quarter of training was best on the MiniLM encoder and worse than half on SmolLM2-135M); `importance` is
-        `default_importance` (the per-structure metric wherever parameters are sharded). Idempotent;
-        refuses a run whose weights all end up 0."""
+        """Settle the settings left on "auto" once the teacher's family is known, as measured (README, 'What the
+        defaults are'): for encoders / causal-LM teachers `alpha_attn` 1.0 / 0 (eager attention is slow on long
+        contexts), `hidden_loss` 'mse' / 'cosine' (outlier channels), `lr_rewind` off / on, `prune_end` 0.25 / 0.5;
+        `importance` is `default_importance` (per structure wherever parameters are sharded). Idempotent; refuses a
+        run whose weights all end up 0."""
         if self.alpha_attn is None:
             self.alpha_attn = 0.0 if causal_lm else 1.0
         if self.hidden_loss is None:
             self.hidden_loss = "cosine" if causal_lm else "mse"
+        if self.lr_rewind is None:
+            self.lr_rewind = causal_lm and "plateau" not in str(self.lr_scheduler_type)
         if self.importance == "auto":
             # (accelerate launch --use_fsdp turns FSDP on without --fsdp)
             sharded = bool(self.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true", "yes")

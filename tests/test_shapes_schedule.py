@@ -123,28 +123,34 @@ def test_rewound_replays_the_schedule_after_the_last_pruning_step():
     assert WidthSchedule(Shape(64, 4, 16, 128), Shape(32, 2, 16, 48), 0, 12, 2, "cubic").last_pruning_step == 12
 
 
-@pytest.mark.parametrize("schedule", ["cubic", "oneshot"])
-def test_lr_rewind_restarts_the_learning_rate_after_the_last_pruning_step(tmp_path, schedule):
+@pytest.mark.parametrize("schedule, family", [("cubic", "bert"), ("oneshot", "bert"), ("cubic", "llama")])
+def test_lr_rewind_restarts_the_learning_rate_after_the_last_pruning_step(tmp_path, schedule, family):
     """--lr_rewind, linear decay of 3e-3 over 16 steps: the learning rates the Trainer logs equal the plain run's up
-    to the last pruning step (12, or 4 for one-shot), then start again from the peak and reach 0 at step 16."""
+    to the last pruning step (12, or 4 for one-shot), then start again from the peak and reach 0 at step 16. An
+    encoder needs the flag; a decoder rewinds by default (`--lr_rewind false` is its plain run)."""
     import json
 
     import homodistil_hf.cli.run_distill as run_distill
     from homodistil_hf.pruning.schedule import rewound
-    from homodistil_hf.testing import save_tiny_model, write_corpus
+    from homodistil_hf.testing import save_tiny_decoder, save_tiny_model, write_corpus
 
-    teacher, corpus = save_tiny_model(tmp_path / "t", "bert", "mlm"), write_corpus(tmp_path / "c.txt", 50)
+    if family == "bert":
+        teacher, runs = save_tiny_model(tmp_path / "t", "bert", "mlm"), ([], ["--lr_rewind"])
+    else:
+        teacher, runs = save_tiny_decoder(tmp_path / "t", "llama"), (["--lr_rewind", "false"], [])
+    corpus = write_corpus(tmp_path / "c.txt", 50)
     last = 4 if schedule == "oneshot" else 12
     lrs = []
-    for extra in ([], ["--lr_rewind"]):
-        out = tmp_path / f"out{len(extra)}"
+    for i, extra in enumerate(runs):
+        out = tmp_path / f"out{i}"
         run_distill.main(["--teacher_name_or_path", str(teacher), "--train_file", str(corpus), "--output_dir", str(out),
                           "--per_device_train_batch_size", "4", "--max_seq_length", "32", "--report_to", "none",
                           "--use_cpu", "--disable_tqdm", "true", "--log_level", "warning", "--max_steps", "16",
                           "--save_strategy", "no", "--logging_steps", "1", "--learning_rate", "3e-3",
                           "--target_hidden_size", "32", "--target_num_attention_heads", "2",
                           "--target_intermediate_size", "48", "--prune_every", "2", "--prune_start", "4",
-                          "--prune_end", "12", "--pruning_schedule", schedule, *extra])
+                          "--prune_end", "12", "--pruning_schedule", schedule,
+                          *(["--target_num_key_value_heads", "1"] if family == "llama" else []), *extra])
         history = json.loads((out / "trainer_state.json").read_text())["log_history"]
         # (logged after step k: the rate step k - 1 used, counting from 0)
         lrs.append({h["step"] - 1: h["learning_rate"] for h in history if "learning_rate" in h})
