@@ -322,6 +322,7 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default=None, help="write the table as JSON here")
     p.add_argument("--wall", action="store_true", help="also time the runs in lock-step (see above)")
     p.add_argument("--train_file", default=None, help="--wall: the corpus (default: the sweep's, 6,000 lines)")
+    p.add_argument("--wall_levels", default=None, help="--wall: time only these levels (comma-separated names)")
     p.add_argument("--wall_methods", default=",".join(SCHEDULES),
                    help="--wall: the methods timed (comma-separated; homodistil always)")
     p.add_argument("--work_dir", default=str(HERE / "_work" / "equal_cost"))
@@ -346,15 +347,15 @@ def main(argv=None) -> dict:
             "ratio_to_homodistil": {m: f / budget for m, f in flops.items()},
             "equal_cost_steps": {m: equal_steps(config, target, m, budget, tokens, a.seq, a.oneshot_start)
                                  for m in SCHEDULES if m != "homodistil"}}
-        if a.wall:
+        if a.wall and (a.wall_levels is None or name in a.wall_levels.split(",")):
             causal = get_adapter(config).causal_lm
             out["levels"][name]["wall"] = measure_wall(a, numbers, Path(a.work_dir) / name, causal_lm=causal)
         print(json.dumps({name: {k: v for k, v in out["levels"][name].items() if k != "flops"}}), flush=True)
     if a.out:
-        if not a.wall and Path(a.out).is_file():  # a count-only rerun keeps the training times measured before
+        if Path(a.out).is_file():  # a level not timed in this run keeps the training times measured before
             before = json.loads(Path(a.out).read_text()).get("levels", {})
             for name, level in out["levels"].items():
-                if "wall" in before.get(name, {}):
+                if "wall" not in level and "wall" in before.get(name, {}):
                     level["wall"] = before[name]["wall"]
         Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
     return out
