@@ -243,7 +243,8 @@ def decoder_report(cost_path: Path, sweep_path: Path, equal_paths: list[Path]) -
     timed = any("wall" in level for level in cost["levels"].values())
     lines = ["", "## Decoder: SmolLM2-135M-Instruct, one-shot baselines given HomoDistil's cost", "",
              f"HomoDistil: the decoder sweep's {cost['steps']}-step cells ([`decoder_sweep.json`](decoder_sweep.json), "
-             "today's decoder defaults); the baselines at equal steps are the same sweep's cells. Their cost over "
+             "today's decoder defaults, `--lr_rewind` included); the baselines at equal steps are the same sweep's cells (run "
+             "with `--lr_rewind false`: the schedule runs on after their cut at step 10). Their cost over "
              "HomoDistil's ([`equal_cost_decoder.json`](equal_cost_decoder.json): `python benchmarks/equal_cost.py "
              "--teacher <converted SmolLM2 folder> --steps 120 --batch 4 --seq 128 --levels "
              "'50%=384,6,2,1024;25%=270,3,1,720' --oneshot_start 10 --wall --wall_methods oneshot_activation "
