@@ -240,7 +240,8 @@ def report(results: Path, md: Path, speed_path: Path, teacher_path: Path) -> dic
                      {b: mean_sd([r["heldout_ppl"] for r in runs]) for b, runs in found.items()}, lower_is_better=True)
             lines += ["", f"{ours} against the best layer-removal baseline, {v['best_baseline']}: perplexity margin "
                       f"{v['margin']:+.1f} (positive = the fade lower), seed spread {v['spread']:.1f}: "
-                      + ("ahead beyond the spread." if v["ahead_beyond_spread"] else
+                      + ("one seed: not judged." if len(rows[ours]) < 2 else
+                         "ahead beyond the spread." if v["ahead_beyond_spread"] else
                          "behind beyond the spread." if -v["margin"] > v["spread"] > 0 else "within the spread.")]
     md.write_text("\n".join(lines) + "\n")
     plot(rows, width25, teacher, measured, md.parent / "figures")
