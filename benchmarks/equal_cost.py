@@ -134,10 +134,16 @@ def measure_wall(a, target: list[int], work: Path, causal_lm: bool = False) -> d
     return {"train_s": seconds, "ratio_to_homodistil": {m: v / seconds["homodistil"] for m, v in seconds.items()}}
 
 
+def time_ratio(level: dict, method: str) -> float | None:
+    """`method`'s measured training time over HomoDistil's (`--wall`), None if not timed; a one-shot method not timed
+    itself takes one-shot activation's (they differ only in the statistic of the steps before the cut)."""
+    wall = level.get("wall", {}).get("ratio_to_homodistil", {})
+    return wall.get(method, wall.get("oneshot_activation") if method.startswith("oneshot") else None)
+
+
 def budget_steps(level: dict, method: str, steps: int) -> int:
     """The steps that give `method` at least HomoDistil's cost by both counts: FLOPs and measured training time."""
-    by_flops = level["equal_cost_steps"][method]
-    wall = level.get("wall", {}).get("ratio_to_homodistil", {}).get(method)
+    by_flops, wall = level["equal_cost_steps"][method], time_ratio(level, method)
     return max(by_flops, math.ceil(steps / wall - 1e-9) if wall else by_flops)
 
 
@@ -266,17 +272,15 @@ def decoder_report(cost_path: Path, sweep_path: Path, equal_paths: list[Path]) -
         ours = stat(sweep["cells"].get(f"{name}/homodistil"))
         if ours is None or ran(sweep, name) != cost["steps"]:
             continue
-        wall = level.get("wall", {}).get("ratio_to_homodistil", {})
         same, at_cost = {}, {}
         for method, n_flops in level["equal_cost_steps"].items():
             if method == "truncate":
                 continue
-            time_ratio = wall.get(method, wall.get("oneshot_activation") if method.startswith("oneshot") else None)
-            n = max(n_flops, math.ceil(cost["steps"] / time_ratio - 1e-9)) if time_ratio else n_flops
+            ratio, n = time_ratio(level, method), budget_steps(level, method, cost["steps"])
             cells = (stat(sweep["cells"].get(f"{name}/{method}")), at_steps(name, method, n_flops),
                      at_steps(name, method, n))
             row = [name, method, f"{level['ratio_to_homodistil'][method]:.3f} / "
-                   + (f"{time_ratio:.3f}" if time_ratio else "–"), f"{n_flops} / {n}"]
+                   + (f"{ratio:.3f}" if ratio else "–"), f"{n_flops} / {n}"]
             row += [f"{c[0]:.1f} ± {c[1]:.1f} (n={c[2]})" if c else "not run" for c in cells]
             row.append(f"{ours[0]:.1f} ± {ours[1]:.1f} (n={ours[2]})")
             for c, store in ((cells[0], same), (cells[2], at_cost)):
