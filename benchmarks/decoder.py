@@ -43,6 +43,10 @@ VARIANTS = {
     "oneshot_sensitivity": ("one-shot pruning by sensitivity importance (10 steps of statistics), then distillation",
                             ["--pruning_schedule", "oneshot", "--prune_start", "10", "--importance", "sensitivity",
                              "--lr_rewind", "false"]),
+    "oneshot_sensitivity_rewind": ("one-shot pruning by sensitivity importance, then distillation with the "
+                                   "learning rate restarted after the cut (--lr_rewind)",
+                                   ["--pruning_schedule", "oneshot", "--prune_start", "10", "--importance",
+                                    "sensitivity", "--lr_rewind"]),
     "truncate": ("truncation (first channels, groups, heads, neurons), then distillation",
                  ["--student_init", "truncate"]),
     # recipe ablation of HomoDistil (reported beside it, never a baseline): targets reached at a quarter of training

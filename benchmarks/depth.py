@@ -52,6 +52,11 @@ VARIANTS = {
     # its 3 layers from step 15 at 0.9x the peak rate, the fade's from step 38 at 0.75x of it
     "homotopic_cosine_rewind": [*DEPTH, "--layer_importance", "cosine", "--lr_rewind"],
     "homotopic_cosine_w_seq": [*DEPTH, *WIDTHS, "--layer_importance", "cosine", "--layer_choice", "sequential"],
+    # a shorter fade (steps 10 to 22 instead of 10 to 38: the 3-layer student trains longer as itself, as one-shot
+    # removal's does), without and with the rewind; and one-shot removal with the rewind, the like-for-like baseline
+    "homotopic_cosine_end015": [*DEPTH, "--layer_importance", "cosine", "--prune_end", "0.15"],
+    "homotopic_cosine_end015_rewind": [*DEPTH, "--layer_importance", "cosine", "--prune_end", "0.15", "--lr_rewind"],
+    "oneshot_cosine_rewind": [*DEPTH, "--layer_importance", "cosine", "--pruning_schedule", "oneshot", "--lr_rewind"],
 }
 
 

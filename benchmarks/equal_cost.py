@@ -249,8 +249,9 @@ def decoder_report(cost_path: Path, sweep_path: Path, equal_paths: list[Path]) -
     timed = any("wall" in level for level in cost["levels"].values())
     lines = ["", "## Decoder: SmolLM2-135M-Instruct, one-shot baselines given HomoDistil's cost", "",
              f"HomoDistil: the decoder sweep's {cost['steps']}-step cells ([`decoder_sweep.json`](decoder_sweep.json), "
-             "today's decoder defaults, `--lr_rewind` included); the baselines at equal steps are the same sweep's cells (run "
-             "with `--lr_rewind false`: the schedule runs on after their cut at step 10). Their cost over "
+             "today's decoder defaults, `--lr_rewind` included); the baselines at equal steps are the same sweep's cells, "
+             "run with `--lr_rewind false` (the schedule runs on after their cut at step 10) and, as `*_rewind`, with "
+             "`--lr_rewind` (the schedule starts again after the cut; the same cost). Their cost over "
              "HomoDistil's ([`equal_cost_decoder.json`](equal_cost_decoder.json): `python benchmarks/equal_cost.py "
              "--teacher <converted SmolLM2 folder> --steps 120 --batch 4 --seq 128 --levels "
              "'50%=384,6,2,1024;25%=270,3,1,720' --oneshot_start 10 --wall --wall_methods oneshot_activation "
@@ -273,13 +274,16 @@ def decoder_report(cost_path: Path, sweep_path: Path, equal_paths: list[Path]) -
         if ours is None or ran(sweep, name) != cost["steps"]:
             continue
         same, at_cost = {}, {}
-        for method, n_flops in level["equal_cost_steps"].items():
-            if method == "truncate":
-                continue
-            ratio, n = time_ratio(level, method), budget_steps(level, method, cost["steps"])
+        # each one-shot baseline, and its `_rewind` twin (the same cut and cost, the rate restarted after it)
+        methods = [m + r for m in level["equal_cost_steps"] if m != "truncate" for r in ("", "_rewind")
+                   if not r or f"{name}/{m}{r}" in sweep["cells"]]
+        for method in methods:
+            base = method.removesuffix("_rewind")
+            n_flops = level["equal_cost_steps"][base]
+            ratio, n = time_ratio(level, base), budget_steps(level, base, cost["steps"])
             cells = (stat(sweep["cells"].get(f"{name}/{method}")), at_steps(name, method, n_flops),
                      at_steps(name, method, n))
-            row = [name, method, f"{level['ratio_to_homodistil'][method]:.3f} / "
+            row = [name, method, f"{level['ratio_to_homodistil'][base]:.3f} / "
                    + (f"{ratio:.3f}" if ratio else "–"), f"{n_flops} / {n}"]
             row += [f"{c[0]:.1f} ± {c[1]:.1f} (n={c[2]})" if c else "not run" for c in cells]
             row.append(f"{ours[0]:.1f} ± {ours[1]:.1f} (n={ours[2]})")

@@ -343,16 +343,21 @@ def test_equal_cost_times_a_decoder_in_lockstep_and_reports_the_larger_count(tmp
                                              "wall": {"ratio_to_homodistil": {"oneshot_activation": 0.8}}}}}
     files = {"cost.json": cost,
              "sweep.json": {"steps": 120, "levels": {"50%": {}}, "cells": {"50%/homodistil": cell(100.0),
-                                                                          "50%/oneshot_activation": cell(120.0)}},
+                                                                          "50%/oneshot_activation": cell(120.0),
+                                                                          "50%/oneshot_activation_rewind": cell(105.0)}},
              "flops.json": {"levels": {"50%": {"steps": 130}}, "cells": {"50%/oneshot_activation": cell(110.0)}},
-             "time.json": {"levels": {"50%": {"steps": 150}}, "cells": {"50%/oneshot_activation": cell(95.0)}}}
+             "time.json": {"levels": {"50%": {"steps": 150}}, "cells": {"50%/oneshot_activation": cell(95.0),
+                                                                        "50%/oneshot_activation_rewind": cell(97.0)}}}
     for name, record in files.items():
         (tmp_path / name).write_text(json.dumps(record))
     lines, verdict = equal_cost.decoder_report(tmp_path / "cost.json", tmp_path / "sweep.json",
                                                [tmp_path / "flops.json", tmp_path / "time.json"])
     row = next(line for line in lines if line.startswith("| 50% | oneshot_activation"))
     assert "| 0.900 / 0.800 | 130 / 150 |" in row and "110.0 ± 1.0 (n=2) | 95.0 ± 1.0 (n=2)" in row
-    assert verdict["decoder 50%"]["equal_steps"]["margin"] == pytest.approx(20.0)
+    # the rewind twin: the same cost and steps (the base method's), its own cells; the best baseline decides
+    twin = next(line for line in lines if line.startswith("| 50% | oneshot_activation_rewind"))
+    assert "| 0.900 / 0.800 | 130 / 150 | 105.0 ± 1.0 (n=2) | not run | 97.0 ± 1.0 (n=2)" in twin
+    assert verdict["decoder 50%"]["equal_steps"]["margin"] == pytest.approx(5.0)  # the twin's 105, not 120
     assert verdict["decoder 50%"]["equal_cost"]["margin"] == pytest.approx(-5.0)  # 150 steps (time), not 130
 
 
