@@ -26,6 +26,8 @@ from homodistil_hf.metrics.sentence_similarity import read_stsb, sts_spearman  #
 from homodistil_hf.testing import minilm_path, shared_data_dir  # noqa: E402
 
 DEPTH = ["--target_num_hidden_layers", "3"]
+DEPTH_2 = ["--target_num_hidden_layers", "2"]
+NO_TRAINING = ["--max_steps", "11", "--learning_rate", "0"]  # (after the common flags: the last value wins)
 # The 3-layer student's backbone parameter count (17,389,824 of the teacher's 22,713,216): the width-only student of
 # the same count answers "depth or width at the same parameter count".
 PARAMS_OF_3_LAYERS = "17389824"
@@ -57,6 +59,17 @@ VARIANTS = {
     "homotopic_cosine_end015": [*DEPTH, "--layer_importance", "cosine", "--prune_end", "0.15"],
     "homotopic_cosine_end015_rewind": [*DEPTH, "--layer_importance", "cosine", "--prune_end", "0.15", "--lr_rewind"],
     "oneshot_cosine_rewind": [*DEPTH, "--layer_importance", "cosine", "--pruning_schedule", "oneshot", "--lr_rewind"],
+    # the score's layers cut out of the teacher at step 10 with no training (learning rate 0, stopped at step 11):
+    # what the 150 steps of distillation add to, or take from, the cut itself
+    "cut_cosine": [*DEPTH, *NO_TRAINING, "--layer_importance", "cosine", "--pruning_schedule", "oneshot"],
+    # a deeper cut, 6 -> 2 layers: the fade against one-shot removal and against the untrained cut
+    "homotopic_cosine_l2": [*DEPTH_2, "--layer_importance", "cosine"],
+    "oneshot_cosine_l2": [*DEPTH_2, "--layer_importance", "cosine", "--pruning_schedule", "oneshot"],
+    "cut_cosine_l2": [*DEPTH_2, *NO_TRAINING, "--layer_importance", "cosine", "--pruning_schedule", "oneshot"],
+    # the same at 4x the steps (600: the fade runs from step 10 to 150)
+    "homotopic_cosine_l2_long": [*DEPTH_2, "--layer_importance", "cosine", "--max_steps", "600"],
+    "oneshot_cosine_l2_long": [*DEPTH_2, "--layer_importance", "cosine", "--pruning_schedule", "oneshot",
+                               "--max_steps", "600"],
 }
 
 
