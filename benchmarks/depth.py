@@ -66,6 +66,10 @@ VARIANTS = {
     "homotopic_cosine_l2": [*DEPTH_2, "--layer_importance", "cosine"],
     "oneshot_cosine_l2": [*DEPTH_2, "--layer_importance", "cosine", "--pruning_schedule", "oneshot"],
     "cut_cosine_l2": [*DEPTH_2, *NO_TRAINING, "--layer_importance", "cosine", "--pruning_schedule", "oneshot"],
+    # with the learning rate rewound after the cut or the fade, both sides
+    "homotopic_cosine_l2_rewind": [*DEPTH_2, "--layer_importance", "cosine", "--lr_rewind"],
+    "oneshot_cosine_l2_rewind": [*DEPTH_2, "--layer_importance", "cosine", "--pruning_schedule", "oneshot",
+                                 "--lr_rewind"],
     # the same at 4x the steps (600: the fade runs from step 10 to 150)
     "homotopic_cosine_l2_long": [*DEPTH_2, "--layer_importance", "cosine", "--max_steps", "600"],
     "oneshot_cosine_l2_long": [*DEPTH_2, "--layer_importance", "cosine", "--pruning_schedule", "oneshot",
