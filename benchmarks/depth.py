@@ -75,6 +75,13 @@ VARIANTS = {
     "oneshot_cosine_l2_long": [*DEPTH_2, "--layer_importance", "cosine", "--pruning_schedule", "oneshot",
                                "--max_steps", "600"],
 }
+# The fade became --layer_fade output (the layer's output mixed with its input) after every homotopic row above but the
+# never-run *_long ones was measured with the residual branches scaled: those keep what they ran with, and the same
+# runs with today's fade are the `_output` variants.
+for _name, _flags in list(VARIANTS.items()):
+    if _name.startswith("homotopic") and not _name.endswith("_long"):
+        VARIANTS[f"{_name}_output"] = [*_flags, "--layer_fade", "output"]
+        _flags += ["--layer_fade", "branches"]
 
 
 def main(argv=None) -> None:

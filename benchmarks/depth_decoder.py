@@ -65,6 +65,12 @@ VARIANTS = {
 for _name, _flags in VARIANTS.items():
     if "--lr_rewind" not in _flags:
         _flags += ["--lr_rewind", "false"]
+# Likewise every homotopic row ran with the residual branches scaled, before --layer_fade output became the default
+# (issue 22); the `_output` variants are the same runs with today's fade.
+for _name, _flags in list(VARIANTS.items()):
+    if _name.startswith("homotopic"):
+        VARIANTS[f"{_name}_output"] = [*_flags, "--layer_fade", "output"]
+        _flags += ["--layer_fade", "branches"]
 # Rows recorded before a change of the defaults made their command mean something else; shown, labelled, not rerun.
 RETIRED = {
     "homotopic_step0": "retired default: layers chosen at step 0 from one batch of scores",
@@ -207,8 +213,9 @@ def report(results: Path, md: Path, speed_path: Path, teacher_path: Path) -> dic
              "brown.txt "
              "(last 1,000 lines held out), today's decoder defaults (the `*_rewind` rows: the learning rate restarted "
              "after the last pruning step) except the learning rate of the other rows, which ran with the schedule "
-             "running on after pruning (`--lr_rewind false`, the decoder default before issue 20's measurement); mean "
-             "± sd over the seeds run (n). Teacher: "
+             "running on after pruning (`--lr_rewind false`, the decoder default before issue 20's measurement), and "
+             "the fade of the homotopic rows but `*_output`, which scaled the layers' residual branches (`--layer_fade "
+             "branches`, the default before issue 22's MiniLM measurement); mean ± sd over the seeds run (n). Teacher: "
              f"perplexity {teacher['heldout_ppl']:.1f}. Generation: greedy, batch 1, "
              "tokens/s of the seed-42 export (`--speed`, `depth_decoder_speed.json`).", "",
              "| variant | layers | shape (hidden, heads, kv, FFN) | params | n | held-out perplexity | KL to teacher "
@@ -235,6 +242,8 @@ def report(results: Path, md: Path, speed_path: Path, teacher_path: Path) -> dic
     for ours, baselines in (("homotopic", ("oneshot_cosine", "oneshot_last")),
                             ("homotopic_start10", ("oneshot_cosine", "oneshot_last")),
                             ("homotopic_rewind", ("oneshot_cosine_rewind", "oneshot_cosine", "oneshot_last")),
+                            ("homotopic_rewind_output", ("oneshot_cosine_rewind", "oneshot_cosine", "oneshot_last")),
+                            ("homotopic_25_output", ("oneshot_cosine_25", "oneshot_last_25")),
                             ("homotopic_25", ("oneshot_cosine_25", "oneshot_last_25")),
                             ("homotopic_25_seq", ("oneshot_cosine_25", "oneshot_last_25"))):
         found = {b: rows[b] for b in baselines if b in rows}

@@ -33,6 +33,7 @@ TARGET_FIELDS = ("target_hidden_size", "target_num_attention_heads", "target_int
                  "target_num_key_value_heads", "target_head_dim", "target_num_hidden_layers")
 LAYER_IMPORTANCES = ("gate", "cosine", "last")  # (pruning/depth.py implements them)
 LAYER_CHOICES = ("auto", "at_start", "sequential")  # when the layers to remove are chosen (pruning/schedule.py)
+LAYER_FADES = ("output", "branches")  # how a layer being removed fades to the identity (pruning/depth.py)
 # --prune_end left unset: when the targets are reached, by teacher family (measured in benchmarks/, issue 12)
 PRUNE_END_ENCODER, PRUNE_END_DECODER = 0.25, 0.5
 
@@ -251,8 +252,15 @@ class HomoDistilConfig(TrainingArguments):
     target_num_hidden_layers: int | None = field(
         default=None,
         metadata={"help": "Final number of transformer layers (depth), alone or with the width targets: the layers "
-                  "with the lowest --layer_importance fade to the identity (residual branches and post-LayerNorms) "
-                  "and are removed, chosen as --layer_choice says. Unset keeps the teacher's depth."},
+                  "with the lowest --layer_importance, chosen as --layer_choice says, fade to the identity as "
+                  "--layer_fade says and are removed. Unset keeps the teacher's depth."},
+    )
+    layer_fade: str = field(
+        default="output",
+        metadata={"help": "How a layer being removed fades out as its factor alpha falls from 1 to 0: 'output' "
+                  "(alpha L(x) + (1 - alpha) x, its output mixed with its input; the default, measured: README, "
+                  "'Depth') or 'branches' (its residual branches scaled by alpha, post-LayerNorms mixed likewise).",
+                  "choices": list(LAYER_FADES)},
     )
     layer_importance: str = field(
         default="cosine",
@@ -383,23 +391,16 @@ class HomoDistilConfig(TrainingArguments):
         # alpha_attn None ("auto") may still turn out 1.0 (encoder teacher): `resolve_for_teacher` checks again.
         if self.teacher_name_or_path is not None:
             self._check_some_weight(auto_counts=True)
-        if self.kd_loss not in KD_LOSSES:
-            raise UserError(f"--kd_loss {self.kd_loss!r} is not one of {', '.join(KD_LOSSES)}")
         if not 0.0 <= self.jsd_beta <= 1.0:
             raise UserError(f"--jsd_beta must be in [0, 1] (got {self.jsd_beta}): 0 is the forward KL, 1 the reverse")
         if self.kd_chunk_size < 1:
             raise UserError(f"--kd_chunk_size must be a positive number of positions (got {self.kd_chunk_size})")
-        for name, choices in (
-            ("hidden_loss", (*HIDDEN_LOSSES, None)),
-            ("attn_loss", ATTN_LOSSES),
-            ("pruning_schedule", SCHEDULES),
-            ("pruning_mode", PRUNING_MODES),
-            ("pred_loss_positions", PRED_POSITIONS),
-            ("teacher_dtype", TEACHER_DTYPES),
-            ("layer_importance", LAYER_IMPORTANCES),
-            ("layer_choice", LAYER_CHOICES),
-            ("student_dtype", STUDENT_DTYPES),
-        ):
+        for name, choices in (("hidden_loss", (*HIDDEN_LOSSES, None)), ("attn_loss", ATTN_LOSSES),
+                              ("pruning_schedule", SCHEDULES), ("pruning_mode", PRUNING_MODES),
+                              ("pred_loss_positions", PRED_POSITIONS), ("teacher_dtype", TEACHER_DTYPES),
+                              ("layer_importance", LAYER_IMPORTANCES), ("layer_choice", LAYER_CHOICES),
+                              ("layer_fade", LAYER_FADES), ("student_dtype", STUDENT_DTYPES),
+                              ("kd_loss", KD_LOSSES), ("export_gguf", (*GGUF_TYPES, None))):
             if getattr(self, name) not in choices:
                 raise UserError(f"--{name} {getattr(self, name)!r} is not one of {', '.join(c for c in choices if c)}")
         if self.importance not in ("auto", *importance_names()):  # (registered ablations are accepted too)
@@ -438,8 +439,6 @@ class HomoDistilConfig(TrainingArguments):
         if self.assistant_only_loss and self.completion_only_loss:
             raise UserError("--assistant_only_loss (conversations) and --completion_only_loss (prompt/completion) "
                             "are for different corpora: give the one that fits your data")
-        if self.export_gguf is not None and self.export_gguf not in GGUF_TYPES:
-            raise UserError(f"--export_gguf {self.export_gguf!r} is not one of {', '.join(GGUF_TYPES)}")
         if self.eval_tasks_limit is not None and self.eval_tasks_limit <= 0:
             raise UserError(f"--eval_tasks_limit must be > 0: examples per task, or a fraction (got "
                             f"{self.eval_tasks_limit:g})")

@@ -120,8 +120,8 @@ class HomoDistilTrainer(CompactionMixin, CheckpointExportMixin, Trainer):
             if student_shape != self.teacher_shape or model.config.num_hidden_layers != teacher.config.num_hidden_layers:
                 raise UserError(f"the student ({student_shape}) is neither the teacher's shape nor the target "
                                 f"({target}): pruning starts from a full copy of the teacher")
-            importance = importance_class(args.importance).from_config(args)
-            self.pruner = Pruner(model, target, importance, physical=physical_pruning(args), target_layers=depth,
+            self.pruner = Pruner(model, target, importance_class(args.importance).from_config(args),
+                                 physical=physical_pruning(args), target_layers=depth, layer_fade=args.layer_fade,
                                  layer_importance=args.layer_importance, layer_beta=args.importance_beta1)
             self.correspondence = self.pruner
 

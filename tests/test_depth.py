@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
 import homodistil_hf.cli.run_distill as run_distill
 from homodistil_hf.arch import get_adapter, is_norm
-from homodistil_hf.config import LAYER_CHOICES, HomoDistilConfig
+from homodistil_hf.config import LAYER_CHOICES, LAYER_FADES, HomoDistilConfig
 from homodistil_hf.errors import UserError
 from homodistil_hf.export import export_model
 from homodistil_hf.loading import make_student
@@ -67,13 +67,14 @@ def _target(model):
     return check_target(model.config, 32, 2, 48, kv)
 
 
+@pytest.mark.parametrize("fade", LAYER_FADES)
 @pytest.mark.parametrize("family", FAMILIES)
-def test_faded_layer_at_zero_is_the_layer_deleted(family):
+def test_faded_layer_at_zero_is_the_layer_deleted(family, fade):
     model = _model(family)
     deleted = copy.deepcopy(model)
     adapter = get_adapter(model)
     adapter.remove_layers(deleted, [0, 2])
-    fader = LayerFader(model, adapter, 3)
+    fader = LayerFader(model, adapter, 3, fade=fade)
     fader.install([0, 1, 2])
     inputs = _inputs()
     full = _logits(model, inputs)
@@ -87,6 +88,39 @@ def test_faded_layer_at_zero_is_the_layer_deleted(family):
     # renumbered: caches index by layer_idx
     idx = [m.layer_idx for m in deleted.modules() if isinstance(getattr(m, "layer_idx", None), int)]
     assert not idx or sorted(set(idx)) == [0, 1]
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_output_fade_mixes_the_layer_output_with_its_input(family):
+    """--layer_fade output: a layer at factor a computes a L(x) + (1 - a) x (checked against the layer called by
+    hand on the stream entering it); 'branches' computes something else in the middle of the fade."""
+    model = _model(family)
+    adapter = get_adapter(model)
+    layer = adapter.layer_list(model)[1]
+    fader = LayerFader(model, adapter, 3, fade="output")
+    fader.install([0, 1, 2])
+    seen = {}  # (a hook after the fader's: it sees the mixed output)
+    handle = layer.register_forward_hook(
+        lambda m, args, kwargs, out: seen.update(args=args, kwargs=kwargs, y=out), with_kwargs=True)
+    inputs = _inputs()
+    fader.alpha = {1: 0.3}
+    mixed_logits = _logits(model, inputs)
+    handle.remove()
+    fader.remove()
+    out = seen["y"][0] if isinstance(seen["y"], tuple) else seen["y"]
+    with torch.no_grad():
+        raw = layer(*seen["args"], **{k: v for k, v in seen["kwargs"].items() if k != "cache"})
+    raw = raw[0] if isinstance(raw, tuple) else raw
+    x = seen["args"][0] if seen["args"] else seen["kwargs"]["hidden_states"]
+    assert (out - (0.3 * raw + 0.7 * x)).abs().max() < 1e-5
+    branches = LayerFader(model, adapter, 3, fade="branches")
+    branches.install([0, 1, 2])
+    branches.alpha = {1: 0.3}
+    assert (_logits(model, inputs) - mixed_logits).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="layer fade"):
+        LayerFader(model, adapter, 3, fade="gradual")
+    with pytest.raises(UserError, match="--layer_fade"):
+        HomoDistilConfig(output_dir="/tmp/x", layer_fade="none")
 
 
 def test_per_layer_config_fields_are_cut():
@@ -105,14 +139,15 @@ def test_per_layer_config_fields_are_cut():
         get_adapter(gpt2).set_depth(gpt2.config, [3])
 
 
+@pytest.mark.parametrize("fade", LAYER_FADES)
 @pytest.mark.parametrize("family", FAMILIES)
-def test_masked_equals_physical_equals_exported_with_depth_and_width(family, tmp_path):
+def test_masked_equals_physical_equals_exported_with_depth_and_width(family, fade, tmp_path):
     inputs = _inputs(1)
     runs = {}
     for physical in (True, False):
         model = _model(family)
         pruner = Pruner(model, _target(model), MagnitudeImportance(), physical=physical, target_layers=2,
-                        layer_importance="last")
+                        layer_importance="last", layer_fade=fade)
         pruner.prune_to(pruner.target)
         assert pruner.choose_layers() == [2]
         pruner.set_alpha(0.3)

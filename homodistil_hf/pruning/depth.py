@@ -2,14 +2,18 @@
 identity on the pruning schedule, and are then removed (physically) or stay the identity (masks).
 
 Fading. Each layer chosen for removal gets a factor alpha that falls from 1 to 0 (`DepthSchedule.factor`: on the
-width schedule's curve, or linearly over one pruning period with `--layer_choice sequential`): every residual branch
-b of the layer (the modules the adapter's `depth_parts` lists: attention and FFN output projections) is scaled by
-alpha, and in post-LayerNorm encoders each sublayer's output LN(x + alpha b) becomes alpha LN(x + alpha b) + (1 -
-alpha) x, with x the stream entering the sublayer. (Mixing in the unnormalised sum z = x + alpha b instead, alpha
-LN(z) + (1 - alpha) z, is the identity at 0 too, but z is not normalised: on all-MiniLM-L6-v2 a first layer at
-alpha 0.89 put values of 28 (0.5: 53) into the stream, against 7 to 10 anywhere else, and the attention KL became
-inf at the next step.) At alpha = 0 the layer computes its input exactly, so removing it (`surgery.prune_model` with
-a `depth` selection) changes nothing. When layers are chosen and how alpha falls is `schedule.DepthSchedule`'s: once
+width schedule's curve, or linearly over one pruning period with `--layer_choice sequential`), and the layer's
+output y = L(x) becomes, by `--layer_fade`:
+- 'output': alpha L(x) + (1 - alpha) x, the layer's output mixed with its input (a convex mix of two streams of the
+  usual scale, whatever the layer's norms are: the same code for pre- and post-LayerNorm families);
+- 'branches': every residual branch b of the layer (the modules the adapter's `depth_parts` lists: attention and FFN
+  output projections) scaled by alpha, and in post-LayerNorm encoders each sublayer's output LN(x + alpha b) becomes
+  alpha LN(x + alpha b) + (1 - alpha) x, with x the stream entering the sublayer. (Mixing in the unnormalised sum
+  z = x + alpha b instead, alpha LN(z) + (1 - alpha) z, is the identity at 0 too, but z is not normalised: on
+  all-MiniLM-L6-v2 a first layer at alpha 0.89 put values of 28 (0.5: 53) into the stream, against 7 to 10 anywhere
+  else, and the attention KL became inf at the next step.)
+At alpha = 0 the layer computes its input exactly either way, so removing it (`surgery.prune_model` with a `depth`
+selection) changes nothing. When layers are chosen and how alpha falls is `schedule.DepthSchedule`'s: once
 the scores cover a pruning period, all at once (`--layer_choice at_start`: one scoring, one fade), or a few at each
 pruning step by the scores so far (`sequential`); `auto`, the default, picks one by whether widths are pruned too.
 
@@ -32,28 +36,30 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..arch import ArchAdapter
-from ..config import LAYER_CHOICES, LAYER_IMPORTANCES
+from ..config import LAYER_CHOICES, LAYER_FADES, LAYER_IMPORTANCES
 
 
 class LayerFader:
     """Forward hooks that score layers and fade the chosen ones, keyed by teacher layer.
 
     `install(ids)` binds to the model's current layers (`ids[i]`: the teacher layer at position i). `alpha` maps a
-    teacher layer to its factor (absent: 1, no change at all).
+    teacher layer to its factor (absent: 1, no change at all); `fade` is how the factor acts (module docstring).
     """
 
     def __init__(self, model: nn.Module, adapter: ArchAdapter, num_layers: int, metric: str = "cosine",
-                 beta: float = 0.85):
+                 beta: float = 0.85, fade: str = "output"):
         if metric not in LAYER_IMPORTANCES:
             raise ValueError(f"layer importance {metric!r} is not one of {LAYER_IMPORTANCES}")
-        self.model, self.adapter, self.metric, self.beta = model, adapter, metric, beta
+        if fade not in LAYER_FADES:
+            raise ValueError(f"layer fade {fade!r} is not one of {LAYER_FADES}")
+        self.model, self.adapter, self.metric, self.beta, self.fade = model, adapter, metric, beta, fade
         self.alpha: dict[int, float] = {}
         self.recording = metric != "last"
         self.ema = torch.zeros(num_layers, dtype=torch.float64)  # [T] smoothed score per teacher layer
         self._sums: dict[int, torch.Tensor] = {}  # this step's raw values (gate: signed g dL/dg; cosine: sum)
         self._counts: dict[int, int] = {}
         self.handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._streams: dict[tuple[int, int], torch.Tensor] = {}  # post-LN: the stream entering each sublayer
+        self._streams: dict[tuple[int, int], torch.Tensor] = {}  # the stream entering a layer (0) / sublayer
         self._next: set[tuple[int, int]] = set()  # (layer, sublayer) with a post-norm after the first
         # (layer choice, first choice step) this run follows: fixed at its start, saved, so a resumed run keeps it
         self.plan: tuple[str, int] | None = None
@@ -62,16 +68,21 @@ class LayerFader:
     def install(self, ids: list[int]) -> None:
         """(Re)install the hooks over the model's current layers; `ids[i]` is the teacher layer at position i."""
         self.remove()
+        branches = self.fade == "branches"
         for t, parts in zip(ids, self.adapter.depth_parts(self.model), strict=True):
-            self._next |= {(int(t), i) for i in range(1, len(parts.post_norms))}
-            for branch in parts.branches:
-                self.handles.append(branch.register_forward_hook(self._branch_hook(int(t))))
-            if parts.post_norms:
+            post_norms = parts.post_norms if branches else []
+            self._next |= {(int(t), i) for i in range(1, len(post_norms))}
+            if branches or self.metric == "gate":  # (the gate's score is read from the branches either way)
+                for branch in parts.branches:
+                    self.handles.append(branch.register_forward_hook(self._branch_hook(int(t), scale=branches)))
+            if post_norms or not branches:
                 self.handles.append(parts.layer.register_forward_pre_hook(self._input_hook(int(t)), with_kwargs=True))
-            for i, norm in enumerate(parts.post_norms):
+            for i, norm in enumerate(post_norms):
                 self.handles.append(norm.register_forward_hook(self._norm_hook(int(t), i)))
-            if self.metric == "cosine":
+            if self.metric == "cosine":  # (before the mix: it scores the layer's own output)
                 self.handles.append(parts.layer.register_forward_hook(self._layer_hook(int(t)), with_kwargs=True))
+            if not branches:
+                self.handles.append(parts.layer.register_forward_hook(self._output_hook(int(t))))
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -80,9 +91,9 @@ class LayerFader:
         self._streams.clear()
         self._next.clear()
 
-    def _branch_hook(self, t: int):
+    def _branch_hook(self, t: int, scale: bool):
         def hook(module, args, output):
-            a = self.alpha.get(t, 1.0)
+            a = self.alpha.get(t, 1.0) if scale else 1.0
             y = output if a == 1.0 else output * a
             if self.recording and self.metric == "gate" and module.training and y.requires_grad:
                 value = y.detach()
@@ -109,6 +120,20 @@ class LayerFader:
             if (t, i + 1) in self._next:
                 self._streams[(t, i + 1)] = output
             return output
+
+        return hook
+
+    def _output_hook(self, t: int):
+        """--layer_fade output: y = alpha L(x) + (1 - alpha) x, x the layer's input."""
+
+        def hook(module, args, output):
+            x = self._streams.pop((t, 0), None)
+            a = self.alpha.get(t, 1.0)
+            if a == 1.0:
+                return None
+            y = output[0] if isinstance(output, tuple | list) else output
+            y = y * a + x.to(y.dtype) * (1.0 - a)
+            return (y, *output[1:]) if isinstance(output, tuple | list) else y
 
         return hook
 

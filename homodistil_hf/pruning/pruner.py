@@ -120,7 +120,8 @@ class Pruner:
     (when, and to which widths, is the schedule's business: `PruningCallback`)."""
 
     def __init__(self, model: nn.Module, target: Shape, importance: Importance, physical: bool = True,
-                 target_layers: int | None = None, layer_importance: str = "cosine", layer_beta: float = 0.85):
+                 target_layers: int | None = None, layer_importance: str = "cosine", layer_beta: float = 0.85,
+                 layer_fade: str = "output"):
         self.adapter = check_model_supported(model)
         self.model = model
         self.initial = shape_of(model.config)
@@ -137,7 +138,7 @@ class Pruner:
         self.target_layers = self.num_layers if target_layers is None else target_layers
         self.fader = None
         if self.target_layers < self.num_layers:
-            self.fader = LayerFader(model, self.adapter, self.num_layers, layer_importance, layer_beta)
+            self.fader = LayerFader(model, self.adapter, self.num_layers, layer_importance, layer_beta, layer_fade)
             self.fader.install(list(range(self.num_layers)))
         self.groups = build_groups(model, self.adapter)
         self.teacher_sizes = {g.name: g.size for g in self.groups}
