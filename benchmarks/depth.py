@@ -82,6 +82,10 @@ for _name, _flags in list(VARIANTS.items()):
     if _name.startswith("homotopic") and not _name.endswith("_long"):
         VARIANTS[f"{_name}_output"] = [*_flags, "--layer_fade", "output"]
         _flags += ["--layer_fade", "branches"]
+# Measured with today's fade only: 6 -> 2 layers with a shorter fade (steps 10 to 22), without and with the rewind
+VARIANTS["homotopic_cosine_l2_end015_output"] = [*DEPTH_2, "--layer_importance", "cosine", "--prune_end", "0.15",
+                                                 "--layer_fade", "output"]
+VARIANTS["homotopic_cosine_l2_end015_rewind_output"] = [*VARIANTS["homotopic_cosine_l2_end015_output"], "--lr_rewind"]
 
 
 def main(argv=None) -> None:
