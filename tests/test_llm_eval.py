@@ -1,6 +1,7 @@
 """lm-evaluation-harness on a tiny random Llama saved to a folder and a local multiple-choice task (offline), checked
 against log-likelihoods computed by hand; held-out perplexity against cross-entropy computed by hand."""
 
+import importlib.util
 import json
 import math
 import sys
@@ -33,6 +34,10 @@ EXAMPLES = [
 ]
 
 
+# lm-eval is an extra (pip install "homodistil_hf[lm_eval]"; .ci/run installs it): its own tests skip without it.
+needs_lm_eval = pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None, reason="lm-eval is not installed")
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return save_tiny_chat_decoder(tmp_path_factory.mktemp("tiny_llama"))
@@ -54,6 +59,7 @@ def by_hand_accuracy(folder, task):
     return right / len(EXAMPLES)
 
 
+@needs_lm_eval
 def test_lm_eval_local_task(tiny, tmp_path):
     name = write_mc_task(tmp_path / "tasks", EXAMPLES)
     results = run_lm_eval(str(tiny), [name], include_path=tmp_path / "tasks", batch_size=2)
@@ -64,13 +70,17 @@ def test_lm_eval_local_task(tiny, tmp_path):
     assert run_lm_eval(str(tiny), [name], include_path=tmp_path / "tasks", limit=2)[name]["samples"] == 2
 
 
-def test_lm_eval_errors(tiny, tmp_path, monkeypatch):
+@needs_lm_eval
+def test_lm_eval_task_errors(tiny, tmp_path):
     write_mc_task(tmp_path / "tasks", EXAMPLES)
     with pytest.raises(UserError, match=rf"'no_such_task' is not an lm-eval task \(nor in the include path "
                                         rf"{tmp_path / 'tasks'}\)"):
         run_lm_eval(str(tiny), ["no_such_task"], include_path=tmp_path / "tasks")
     with pytest.raises(UserError, match="holds no model"):
         run_lm_eval(str(tmp_path), ["homodistil_mc"], include_path=tmp_path / "tasks")
+
+
+def test_lm_eval_errors(tiny, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # import lm_eval now raises ImportError
     with pytest.raises(UserError, match=r'pip install "homodistil_hf\[lm_eval\]"'):
         run_lm_eval(str(tiny), ["homodistil_mc"])

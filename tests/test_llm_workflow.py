@@ -2,6 +2,7 @@
 materialised logits), conversational data with assistant-only losses, lm-eval and perplexity of teacher and student
 in all_results.json and the model card, and a GGUF file beside the export."""
 
+import importlib.util
 import json
 
 import pytest
@@ -90,6 +91,7 @@ def test_assistant_only_kd_counts_the_masked_targets(chat_teacher, tmp_path):
     assert got == pytest.approx(want.item(), rel=1e-4)  # (a small KL: fp32 matmul order shows at 1e-5)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None, reason="lm-eval is not installed (an extra)")
 def test_run_distill_chat_eval_tasks_and_gguf(chat_teacher, tmp_path):
     """Chat data in, lm-eval (a local task) and perplexity of teacher and student in all_results.json and the model
     card, and a GGUF file beside the export that transformers loads back."""
