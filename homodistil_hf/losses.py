@@ -209,10 +209,12 @@ def attention_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str = "kl
         s, t = s.mean(1, keepdim=True), t.mean(1, keepdim=True)
     if kind == "kl":
         # Keys with zero teacher probability (padding) contribute 0 * log(0 / s) = 0. Both logs read 1 there, so
-        # neither the value nor the gradient (t / s = 0 / 0) turns into NaN; identical inputs give exactly 0.
+        # neither the value nor the gradient (t / s = 0 / 0) turns into NaN; identical inputs give exactly 0. A
+        # student probability that underflowed to 0 where the teacher's is not reads as the smallest normal float
+        # (log -87 in fp32): an infinite term would turn into NaN once a padded query row is masked out (inf * 0).
         support = t > 0
         t_safe = torch.where(support, t, torch.ones_like(t))
-        s_safe = torch.where(support, s, torch.ones_like(s))
+        s_safe = torch.where(support, s, torch.ones_like(s)).clamp_min(torch.finfo(s.dtype).tiny)
         per_row = (t * (t_safe.log() - s_safe.log())).sum(-1)
     elif kind == "mse":
         per_row = (s - t).pow(2).mean(-1)

@@ -145,6 +145,22 @@ def test_attention_kl_gradient_is_finite_with_padded_keys():
     assert torch.isfinite(logits.grad).all()
 
 
+def test_attention_kl_is_finite_when_student_probabilities_underflow_on_a_padded_query():
+    """A student probability of exactly 0 where the teacher's is not (a huge logit gap underflows softmax) on a padded
+    query row, which the mask removes: value and gradient stay finite (inf * 0 would make both NaN)."""
+    t = torch.full((1, 1, 3, 3), 1 / 3)
+    logits = torch.zeros(1, 1, 3, 3)
+    logits[0, 0, 2, 0] = -200.0  # padded query 2: its key 0 underflows to probability 0
+    logits.requires_grad_(True)
+    s = torch.softmax(logits, -1)
+    assert s[0, 0, 2, 0] == 0 and t[0, 0, 2, 0] > 0
+    loss = attention_loss(s, t, "kl", torch.tensor([[1, 1, 0]]))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+    unmasked = attention_loss(s.detach(), t, "kl")  # on a real query the term is huge but finite
+    assert torch.isfinite(unmasked) and unmasked > 5  # (row 2: 1/3 (log 1/3 + 87.3) + ..., averaged over 3 rows)
+
+
 # --- chunked logit distillation (decoders) -------------------------------------------------------------------------
 def _unchunked(s, t, temp, kind, beta, mask=None):
     """The divergences written out from their definitions over the whole tensor at once."""
