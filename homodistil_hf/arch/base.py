@@ -66,7 +66,7 @@ class DepthParts:
     """What fading a layer out to the identity touches (see `pruning/depth.py`)."""
 
     layer: nn.Module  # the whole layer (its input and output hidden states)
-    branches: list[nn.Module]  # modules whose output is a residual branch: scaled by alpha
+    branches: list[nn.Module]  # modules whose output is a residual branch (--layer_fade branches scales them by alpha)
     # Post-LN: post_norms[i] normalises x_i + branches[i], x_0 the layer's input, x_i (i > 0) post_norms[i - 1]'s output.
     post_norms: list[nn.Module] = field(default_factory=list)
 
