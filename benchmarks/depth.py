@@ -86,6 +86,10 @@ for _name, _flags in list(VARIANTS.items()):
 VARIANTS["homotopic_cosine_l2_end015_output"] = [*DEPTH_2, "--layer_importance", "cosine", "--prune_end", "0.15",
                                                  "--layer_fade", "output"]
 VARIANTS["homotopic_cosine_l2_end015_rewind_output"] = [*VARIANTS["homotopic_cosine_l2_end015_output"], "--lr_rewind"]
+# 6 -> 3 layers at 4x the steps (600: the fade from step 10 to 150), today's fade against one-shot removal
+VARIANTS["homotopic_cosine_long"] = [*DEPTH, "--layer_importance", "cosine", "--max_steps", "600", "--layer_fade", "output"]
+VARIANTS["oneshot_cosine_long"] = [*DEPTH, "--layer_importance", "cosine", "--pruning_schedule", "oneshot",
+                                   "--max_steps", "600"]
 
 
 def main(argv=None) -> None:
