@@ -50,6 +50,8 @@ VARIANTS = {
     "homotopic_rewind": [*DEPTH, "--layer_importance", "cosine", "--lr_rewind"],
     # its like-for-like baseline: one-shot removal by the same score, the rate restarted after the cut as well
     "oneshot_cosine_rewind": [*DEPTH, "--layer_importance", "cosine", *ONESHOT, "--lr_rewind"],
+    # the fade over a quarter of training with the rewind: the 15 layers train 90 steps as themselves (one-shot's: 110)
+    "homotopic_end025_rewind": [*DEPTH, "--layer_importance", "cosine", "--prune_end", "0.25", "--lr_rewind"],
     # the layers chosen one group at a time on the schedule's curve (--layer_choice sequential)
     "homotopic_seq": [*DEPTH, "--layer_importance", "cosine", "--layer_choice", "sequential"],
     # depth + width to the sweep's 25% level: widths searched at 15 layers (--target_params with the depth)
@@ -243,6 +245,8 @@ def report(results: Path, md: Path, speed_path: Path, teacher_path: Path) -> dic
                             ("homotopic_start10", ("oneshot_cosine", "oneshot_last")),
                             ("homotopic_rewind", ("oneshot_cosine_rewind", "oneshot_cosine", "oneshot_last")),
                             ("homotopic_rewind_output", ("oneshot_cosine_rewind", "oneshot_cosine", "oneshot_last")),
+                            ("homotopic_end025_rewind_output", ("oneshot_cosine_rewind", "oneshot_cosine",
+                                                                "oneshot_last")),
                             ("homotopic_25_output", ("oneshot_cosine_25", "oneshot_last_25")),
                             ("homotopic_25", ("oneshot_cosine_25", "oneshot_last_25")),
                             ("homotopic_25_seq", ("oneshot_cosine_25", "oneshot_last_25"))):
