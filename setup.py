@@ -41,7 +41,7 @@ setup(
         "gguf": ["gguf>=0.10"],
         "bench": ["matplotlib"],
         # Evaluation as LLM users do it (homodistil_hf.llm_eval): lm-evaluation-harness tasks, local task YAMLs.
-        "lm_eval": ["lm-eval>=0.4,<0.5"],
+        "lm-eval": ["lm-eval>=0.4,<0.5"],  # (the normalised name: pip 23 does not map "lm_eval" to it)
     },
     entry_points={
         "console_scripts": [

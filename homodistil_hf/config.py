@@ -176,7 +176,7 @@ class HomoDistilConfig(TrainingArguments):
         metadata={"help": "Comma-separated lm-evaluation-harness tasks run on the teacher and on the exported student "
                   "after training (lm-eval task names, or local tasks from --eval_tasks_include_path); both go into "
                   "all_results.json and the model card (a table and model-index metadata). Needs `pip install "
-                  "\"homodistil_hf[lm_eval]\"`. Causal-LM teachers only."},
+                  "\"homodistil_hf[lm-eval]\"`. Causal-LM teachers only."},
     )
     eval_tasks_include_path: str | None = field(
         default=None,

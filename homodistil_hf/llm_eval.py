@@ -1,7 +1,7 @@
 """Evaluating causal LMs as LLM users do: lm-evaluation-harness tasks, held-out perplexity, and the results written
 for a model card (a Markdown table of teacher and student, and the Hub's `model-index` metadata).
 
-lm-eval (`pip install "homodistil_hf[lm_eval]"`, 0.4.x) runs offline on local task YAMLs (`dataset_path: json`);
+lm-eval (`pip install "homodistil_hf[lm-eval]"`, 0.4.x) runs offline on local task YAMLs (`dataset_path: json`);
 `write_mc_task` writes one (a multiple-choice task from any question/choices/label examples) and `squad_mc_examples`
 builds such examples from SQuAD v1.1 (a question, its answer among answers to other questions of the article).
 """
@@ -18,7 +18,7 @@ import torch
 
 from .errors import UserError
 
-_LM_EVAL_MISSING = 'lm-eval is not installed: pip install "homodistil_hf[lm_eval]"'
+_LM_EVAL_MISSING = 'lm-eval is not installed: pip install "homodistil_hf[lm-eval]"'
 
 
 def run_lm_eval(model_dir, tasks: list[str], include_path: str | os.PathLike | None = None, batch_size: int = 8,

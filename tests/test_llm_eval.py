@@ -34,7 +34,7 @@ EXAMPLES = [
 ]
 
 
-# lm-eval is an extra (pip install "homodistil_hf[lm_eval]"; .ci/run installs it): its own tests skip without it.
+# lm-eval is an extra (pip install "homodistil_hf[lm-eval]"; .ci/run installs it): its own tests skip without it.
 needs_lm_eval = pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None, reason="lm-eval is not installed")
 
 
