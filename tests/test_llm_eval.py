@@ -82,7 +82,7 @@ def test_lm_eval_task_errors(tiny, tmp_path):
 
 def test_lm_eval_errors(tiny, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # import lm_eval now raises ImportError
-    with pytest.raises(UserError, match=r'pip install "homodistil_hf\[lm_eval\]"'):
+    with pytest.raises(UserError, match=r'pip install "homodistil_hf\[lm-eval\]"'):
         run_lm_eval(str(tiny), ["homodistil_mc"])
     with pytest.raises(UserError, match="label 3 is not an index"):
         write_mc_task(tmp_path / "bad", [{"question": "q", "choices": ["a", "b"], "label": 3}])
